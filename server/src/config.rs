@@ -1,0 +1,241 @@
+//! Command-line and environment configuration, in etcd's spelling, validated
+//! into [`Settings`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use url::Url;
+
+use crate::raft::{member_id, MemberNode, NodeId};
+
+/// shoal-server: a member of Shoal's replicated key space.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Config {
+    /// Human-readable name of this member.
+    #[arg(long, env = "SHOAL_NAME", default_value = "default")]
+    pub name: String,
+    /// Directory for raft.db and state.db.
+    #[arg(long, env = "SHOAL_DATA_DIR", default_value = "shoal-data")]
+    pub data_dir: PathBuf,
+    /// Comma-separated URLs to serve clients on.
+    #[arg(
+        long,
+        env = "SHOAL_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub listen_client_urls: String,
+    /// Comma-separated client URLs to advertise (default: the listen URLs).
+    #[arg(long, env = "SHOAL_ADVERTISE_CLIENT_URLS")]
+    pub advertise_client_urls: Option<String>,
+    /// URL to serve peers on.
+    #[arg(
+        long,
+        env = "SHOAL_LISTEN_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    pub listen_peer_urls: String,
+    /// Peer URL to advertise (default: the listen peer URL); it also fixes this member's id.
+    #[arg(long, env = "SHOAL_INITIAL_ADVERTISE_PEER_URLS")]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// The initial cluster, `name=peerURL,...` (default: this member alone).
+    #[arg(long, env = "SHOAL_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// `new` bootstraps the initial cluster; `existing` joins one that already runs.
+    #[arg(long, env = "SHOAL_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+    /// Cluster token; members with different tokens refuse each other's messages.
+    #[arg(
+        long,
+        env = "SHOAL_INITIAL_CLUSTER_TOKEN",
+        default_value = "shoal-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, env = "SHOAL_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Election timeout in milliseconds (randomised between it and twice it).
+    #[arg(long, env = "SHOAL_ELECTION_TIMEOUT", default_value_t = 500)]
+    pub election_timeout: u64,
+    /// Take a snapshot (and compact the log) after this many applied entries.
+    #[arg(long, env = "SHOAL_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "SHOAL_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// Seconds a write may wait for a quorum before it is answered as unknown.
+    #[arg(long, env = "SHOAL_WRITE_TIMEOUT", default_value_t = 5)]
+    pub write_timeout: u64,
+}
+
+/// Validated settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Member name.
+    pub name: String,
+    /// Member id, derived from the advertised peer URL.
+    pub id: NodeId,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Addresses to serve clients on.
+    pub client_listen: Vec<Url>,
+    /// Client URLs advertised to others.
+    pub client_advertise: Vec<String>,
+    /// Address to serve peers on.
+    pub peer_listen: Url,
+    /// The initial voters when bootstrapping, by id.
+    pub initial_cluster: Vec<(NodeId, MemberNode)>,
+    /// True to bootstrap the initial cluster, false to wait to be added.
+    pub bootstrap: bool,
+    /// Cluster token.
+    pub cluster_token: String,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Minimum election timeout.
+    pub election_timeout: Duration,
+    /// Entries between snapshots.
+    pub snapshot_count: u64,
+    /// Largest accepted request body.
+    pub max_request_bytes: usize,
+    /// How long a write waits for a quorum.
+    pub write_timeout: Duration,
+}
+
+fn parse_urls(list: &str, what: &str) -> anyhow::Result<Vec<Url>> {
+    let urls = list
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let url =
+                Url::parse(s.trim()).with_context(|| format!("{what}: {s:?} is not a URL"))?;
+            if url.scheme() != "http"
+                || url.host_str().is_none()
+                || url.port_or_known_default().is_none()
+            {
+                bail!("{what}: {s:?} must be http://host:port");
+            }
+            Ok(url)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if urls.is_empty() {
+        bail!("{what}: at least one URL is required");
+    }
+    Ok(urls)
+}
+
+fn plain(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+impl Config {
+    /// Checks the flags and derives the settings.
+    pub fn validate(self) -> anyhow::Result<Settings> {
+        let client_listen = parse_urls(&self.listen_client_urls, "--listen-client-urls")?;
+        let client_advertise = match &self.advertise_client_urls {
+            Some(list) => parse_urls(list, "--advertise-client-urls")?,
+            None => client_listen.clone(),
+        };
+        let peer_listen = parse_urls(&self.listen_peer_urls, "--listen-peer-urls")?.remove(0);
+        let advertise_peer = match &self.initial_advertise_peer_urls {
+            Some(list) => parse_urls(list, "--initial-advertise-peer-urls")?.remove(0),
+            None => peer_listen.clone(),
+        };
+        let advertise_peer = plain(&advertise_peer);
+        let id = member_id(&advertise_peer);
+        let cluster_spec = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={advertise_peer}", self.name));
+        let mut initial_cluster = Vec::new();
+        for part in cluster_spec.split(',').filter(|s| !s.trim().is_empty()) {
+            let (name, url) = part
+                .split_once('=')
+                .with_context(|| format!("--initial-cluster: {part:?} is not name=peerURL"))?;
+            let url = plain(&parse_urls(url, "--initial-cluster")?.remove(0));
+            initial_cluster.push((
+                member_id(&url),
+                MemberNode {
+                    name: name.trim().to_owned(),
+                    peer_url: url,
+                },
+            ));
+        }
+        match initial_cluster.iter().find(|(mid, _)| *mid == id) {
+            Some((_, node)) if node.name != self.name => bail!(
+                "--initial-cluster names this member's peer URL {advertise_peer} {:?}, but --name is {:?}",
+                node.name,
+                self.name
+            ),
+            Some(_) => {}
+            None => bail!("--initial-cluster must contain this member ({}={advertise_peer})", self.name),
+        }
+        if self.election_timeout < 2 * self.heartbeat_interval {
+            bail!("--election-timeout must be at least twice --heartbeat-interval");
+        }
+        Ok(Settings {
+            name: self.name,
+            id,
+            data_dir: self.data_dir,
+            client_listen,
+            client_advertise: client_advertise.iter().map(plain).collect(),
+            peer_listen,
+            initial_cluster,
+            bootstrap: self.initial_cluster_state == "new",
+            cluster_token: self.initial_cluster_token,
+            heartbeat: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            snapshot_count: self.snapshot_count,
+            max_request_bytes: self.max_request_bytes,
+            write_timeout: Duration::from_secs(self.write_timeout),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Settings> {
+        let mut argv = vec!["shoal-server"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv)?.validate()
+    }
+
+    #[test]
+    fn defaults_make_a_one_member_cluster() -> anyhow::Result<()> {
+        let s = parse(&[])?;
+        assert_eq!(s.initial_cluster.len(), 1);
+        assert_eq!(s.initial_cluster[0].1.peer_url, "http://127.0.0.1:2380");
+        assert_eq!(s.client_advertise, vec!["http://127.0.0.1:2379".to_owned()]);
+        assert!(s.bootstrap);
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_bad_flags() {
+        assert!(parse(&["--listen-client-urls", "not a url"]).is_err());
+        assert!(
+            parse(&["--initial-cluster", "a=http://127.0.0.1:1"]).is_err(),
+            "must contain this member"
+        );
+        assert!(parse(&["--initial-cluster-state", "maybe"]).is_err());
+        assert!(parse(&["--initial-cluster", "default"]).is_err());
+    }
+
+    #[test]
+    fn three_member_cluster() -> anyhow::Result<()> {
+        let s = parse(&[
+            "--name",
+            "n2",
+            "--listen-peer-urls",
+            "http://127.0.0.1:3380",
+            "--initial-cluster",
+            "n1=http://127.0.0.1:2380,n2=http://127.0.0.1:3380,n3=http://127.0.0.1:4380",
+        ])?;
+        assert_eq!(s.initial_cluster.len(), 3);
+        assert_eq!(s.id, member_id("http://127.0.0.1:3380"));
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+//! HTTP: the only module that knows HTTP. The client router serves etcd's v2
+//! API and Shoal's `/api/v1`; the peer router serves raft and leader-only
+//! calls between members. Peers never reach the client port and clients have
+//! no business on the peer port.
+
+pub mod form;
+pub mod keys;
+pub mod locks;
+pub mod members;
+pub mod peer;
+pub mod stats;
+
+use std::sync::Arc;
+
+use axum::routing::{any, get, post};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::member::Member;
+
+/// Routes on the client port.
+pub fn client_router(member: Arc<Member>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v2/keys", any(keys::handle))
+        .route("/v2/keys/", any(keys::handle))
+        .route("/v2/keys/{*key}", any(keys::handle))
+        .route("/v2/members", get(members::list).post(members::add))
+        .route("/v2/members/{id}", axum::routing::delete(members::remove))
+        .route("/version", get(stats::version))
+        .route("/health", get(stats::health))
+        .route("/v2/stats/self", get(stats::self_stats))
+        .route("/v2/stats/leader", get(stats::leader_stats))
+        .route("/v2/stats/store", get(stats::store_stats))
+        .route("/api/v1/locks", get(locks::list))
+        .route("/api/v1/locks/{name}", get(locks::show))
+        .route("/api/v1/locks/{name}/acquire", post(locks::acquire))
+        .route("/api/v1/locks/{name}/release", post(locks::release))
+        .route("/api/v1/elections/{name}", get(locks::leader))
+        .route("/api/v1/elections/{name}/campaign", post(locks::campaign))
+        .route("/api/v1/elections/{name}/resign", post(locks::resign))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .with_state(member)
+}
+
+/// Routes on the peer port, guarded by the cluster token.
+pub fn peer_router(member: Arc<Member>, token: String) -> Router {
+    peer::router(member, token)
+}

@@ -1,0 +1,146 @@
+//! shoal-server: the replicated key space with etcd v2 semantics, on openraft,
+//! durable in SQLite, served over HTTP.
+//!
+//! `run` wires the parts: storage (`db`, `raft`), the member handle
+//! (`member`), the leader's TTL expiry (`expiry`) and the HTTP routers (`http`).
+
+pub mod config;
+pub mod db;
+pub mod expiry;
+pub mod http;
+pub mod keyspace;
+pub mod member;
+pub mod raft;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use openraft::SnapshotPolicy;
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::config::Settings;
+use crate::db::{LogDb, StateDb};
+use crate::member::{Member, StoreStats, Timeouts};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::Raft;
+
+async fn bind(url: &Url) -> anyhow::Result<TcpListener> {
+    let host = url.host_str().context("URL has no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_or_known_default().context("URL has no port")?;
+    TcpListener::bind((host, port))
+        .await
+        .with_context(|| format!("binding {url}"))
+}
+
+/// Runs a member until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let log_db = LogDb::open(&settings.data_dir)
+        .await
+        .context("opening raft.db")?;
+    let state_db = StateDb::open(&settings.data_dir)
+        .await
+        .context("opening state.db")?;
+    let state_machine = StateMachine::load(state_db)
+        .await
+        .context("loading the key space")?;
+    let keys = state_machine.shared();
+
+    let election_ms = u64::try_from(settings.election_timeout.as_millis()).unwrap_or(u64::MAX);
+    let raft_config = openraft::Config {
+        cluster_name: settings.cluster_token.clone(),
+        heartbeat_interval: u64::try_from(settings.heartbeat.as_millis()).unwrap_or(u64::MAX),
+        election_timeout_min: election_ms,
+        election_timeout_max: election_ms * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+    .validate()
+    .context("raft configuration")?;
+
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        http::peer::TOKEN_HEADER,
+        reqwest::header::HeaderValue::from_str(&settings.cluster_token)
+            .context("cluster token is not a valid header")?,
+    );
+    let http_client = reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(16)
+        .tcp_nodelay(true)
+        .build()
+        .context("building the HTTP client")?;
+
+    let raft = Raft::new(
+        settings.id,
+        Arc::new(raft_config),
+        Network::new(http_client.clone()),
+        LogStore::new(log_db),
+        state_machine,
+    )
+    .await
+    .context("starting raft")?;
+
+    if settings.bootstrap && !raft.is_initialized().await.context("reading raft state")? {
+        let members: BTreeMap<_, _> = settings.initial_cluster.iter().cloned().collect();
+        if let Err(e) = raft.initialize(members).await {
+            tracing::info!(%e, "cluster already initialized");
+        }
+    }
+
+    let member = Arc::new(Member {
+        id: settings.id,
+        name: settings.name.clone(),
+        client_urls: settings.client_advertise.clone(),
+        raft: raft.clone(),
+        keys,
+        http: http_client,
+        started: chrono::Utc::now(),
+        stats: StoreStats::default(),
+        timeouts: Timeouts {
+            write: settings.write_timeout,
+        },
+    });
+
+    let mut servers = tokio::task::JoinSet::new();
+    let peer_listener = bind(&settings.peer_listen).await?;
+    let peer_app = http::peer_router(member.clone(), settings.cluster_token.clone());
+    servers.spawn(async move {
+        axum::serve(peer_listener, peer_app)
+            .await
+            .context("peer server")
+    });
+    for url in &settings.client_listen {
+        let listener = bind(url).await?;
+        let app = http::client_router(member.clone(), settings.max_request_bytes);
+        servers.spawn(async move { axum::serve(listener, app).await.context("client server") });
+    }
+    servers.spawn(async move {
+        expiry::run(member).await;
+        Ok(())
+    });
+    tracing::info!(name = %settings.name, id = %raft::id_hex(settings.id), clients = ?settings.client_advertise, "member started");
+
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down"),
+        Some(done) = servers.join_next() => {
+            done.context("server task panicked")??;
+        }
+    }
+    servers.abort_all();
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(%e, "raft did not shut down cleanly");
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! The raft log and vote, in `raft.db`.
+//!
+//! openraft hands `append` a batch of entries; the whole batch is one SQLite
+//! transaction, so one fsync commits many client writes, and the flush
+//! callback fires only after that commit.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageError, Vote};
+
+use super::{io_err, NodeId, TypeConfig};
+use crate::db::LogDb;
+
+/// openraft's log storage over [`LogDb`].
+#[derive(Clone, Debug)]
+pub struct LogStore {
+    db: LogDb,
+}
+
+impl LogStore {
+    /// A log store over an opened `raft.db`.
+    pub fn new(db: LogDb) -> Self {
+        Self { db }
+    }
+}
+
+fn decode(blob: &[u8]) -> Result<Entry<TypeConfig>, StorageError<NodeId>> {
+    serde_json::from_slice(blob).map_err(|e| io_err(&e))
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let from = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(i) => i + 1,
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        let blobs = self.db.range(from, to).await.map_err(|e| io_err(&e))?;
+        blobs.iter().map(|b| decode(b)).collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged: Option<LogId<NodeId>> = self
+            .db
+            .get_meta("last_purged")
+            .await
+            .map_err(|e| io_err(&e))?;
+        let last = match self.db.last().await.map_err(|e| io_err(&e))? {
+            Some(blob) => Some(*decode(&blob)?.get_log_id()),
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.db.put_meta("vote", vote).await.map_err(|e| io_err(&e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.db.get_meta("vote").await.map_err(|e| io_err(&e))
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.db
+            .put_meta("committed", &committed)
+            .await
+            .map_err(|e| io_err(&e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self
+            .db
+            .get_meta::<Option<LogId<NodeId>>>("committed")
+            .await
+            .map_err(|e| io_err(&e))?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut rows = Vec::new();
+        for entry in entries {
+            let blob = serde_json::to_vec(&entry).map_err(|e| io_err(&e))?;
+            rows.push((entry.get_log_id().index, blob));
+        }
+        let result = self.db.append(&rows).await;
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(io_err(&e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.db
+            .truncate_from(log_id.index)
+            .await
+            .map_err(|e| io_err(&e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.db
+            .purge_upto(log_id.index, &log_id)
+            .await
+            .map_err(|e| io_err(&e))
+    }
+}
