@@ -1,0 +1,157 @@
+//! `shoalctl`: the command line for a Shoal cluster (and for etcd v2 servers).
+//!
+//! This file only parses arguments, builds the client and maps the outcome to an
+//! exit code; each command group lives in its own module.
+
+mod elections;
+mod keys;
+mod locks;
+mod members;
+mod output;
+mod watch;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::output::{Format, Out};
+
+/// Command line for a Shoal cluster: etcd v2 keys, members, locks and elections.
+#[derive(Debug, Parser)]
+#[command(name = "shoalctl", version)]
+struct Cli {
+    /// Comma-separated client URLs, tried in order (like etcdctl's --endpoints).
+    #[arg(
+        long,
+        env = "SHOAL_ENDPOINTS",
+        default_value = api::client::DEFAULT_ENDPOINT,
+        global = true
+    )]
+    endpoints: String,
+    /// Output format: `text` (etcdctl's simple output) or `json` (the answer's body).
+    #[arg(short, long, value_enum, default_value_t = Format::Text, global = true)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a key's value.
+    Get(keys::GetArgs),
+    /// Set a key's value, optionally as a compare-and-swap.
+    Set(keys::SetArgs),
+    /// Create a key that must not exist yet.
+    Mk(keys::MkArgs),
+    /// Create a directory that must not exist yet.
+    Mkdir(keys::MkdirArgs),
+    /// Update a key that must exist.
+    Update(keys::UpdateArgs),
+    /// Remove a key or directory, optionally as a compare-and-delete.
+    Rm(keys::RmArgs),
+    /// List a directory.
+    Ls(keys::LsArgs),
+    /// Watch a key for changes.
+    Watch(watch::WatchArgs),
+    /// Run a command on every change of a key.
+    ExecWatch(watch::ExecWatchArgs),
+    /// Manage the control plane's members.
+    #[command(subcommand)]
+    Member(members::MemberCommand),
+    /// Run a command holding a lock slot; or show or force-release locks.
+    Lock(locks::LockArgs),
+    /// Campaign to lead an election and hold leadership until Ctrl-C.
+    Elect(elections::ElectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => output::report_error(&err),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = api::Client::new(&cli.endpoints)
+        .with_context(|| format!("use endpoints {:?}", cli.endpoints))?;
+    let out = Out::new(cli.output);
+    match cli.command {
+        Command::Get(a) => keys::get(&client, &out, a).await,
+        Command::Set(a) => keys::set(&client, &out, a).await,
+        Command::Mk(a) => keys::mk(&client, &out, a).await,
+        Command::Mkdir(a) => keys::mkdir(&client, &out, a).await,
+        Command::Update(a) => keys::update(&client, &out, a).await,
+        Command::Rm(a) => keys::rm(&client, &out, a).await,
+        Command::Ls(a) => keys::ls(&client, &out, a).await,
+        Command::Watch(a) => watch::watch(&client, &out, a).await,
+        Command::ExecWatch(a) => watch::exec_watch(&client, a).await,
+        Command::Member(c) => members::run(&client, &out, c).await,
+        Command::Lock(a) => locks::run(&client, &out, a).await,
+        Command::Elect(a) => elections::run(&client, &out, a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        match Cli::try_parse_from(std::iter::once("shoalctl").chain(args.iter().copied())) {
+            Ok(c) => c,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn lock_subcommands_and_run_form_both_parse() {
+        let c = parse(&["lock", "status"]);
+        assert!(
+            matches!(&c.command, Command::Lock(a) if matches!(a.sub, Some(locks::LockSub::Status { name: None })))
+        );
+        let c = parse(&["lock", "release", "reboot", "--holder", "m1"]);
+        assert!(
+            matches!(&c.command, Command::Lock(a) if matches!(a.sub, Some(locks::LockSub::Release { .. })))
+        );
+        let c = parse(&[
+            "-o", "json", "lock", "reboot", "--limit", "2", "--", "sh", "-c", "exit 3",
+        ]);
+        assert!(matches!(c.output, Format::Json));
+        match &c.command {
+            Command::Lock(a) => {
+                assert!(a.sub.is_none());
+                assert_eq!(a.run.name.as_deref(), Some("reboot"));
+                assert_eq!(a.run.limit, 2);
+                assert_eq!(a.run.command, ["sh", "-c", "exit 3"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["shoalctl", "lock", "reboot"]).is_err());
+    }
+
+    #[test]
+    fn values_may_start_with_a_dash() {
+        let c = parse(&["set", "/k", "-v", "--ttl", "5"]);
+        match c.command {
+            Command::Set(a) => {
+                assert_eq!(a.value, "-v");
+                assert_eq!(a.ttl, Some(5));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
