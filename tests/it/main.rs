@@ -1,0 +1,11 @@
+//! End-to-end tests: real `shoal-server` processes (and a real etcd 3.4 as the
+//! reference) on loopback. One test binary, one module per area.
+//!
+//! Build the binaries first: `cargo build --workspace --bins` (scripts/test does).
+//! `SHOAL_TEST_TARGET=etcd` runs the Shoal-side tests against etcd instead — only to
+//! check the tests themselves; the default, and CI, is Shoal.
+
+mod cluster;
+mod differential;
+mod harness;
+mod real_clients;
