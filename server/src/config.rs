@@ -62,6 +62,9 @@ pub struct Config {
     /// Take a snapshot (and compact the log) after this many applied entries.
     #[arg(long, env = "SHOAL_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
+    /// Log entries kept after a snapshot, so a slightly lagging member catches up without one.
+    #[arg(long, env = "SHOAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 1000)]
+    pub snapshot_catchup_entries: u64,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "SHOAL_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: usize,
@@ -97,6 +100,8 @@ pub struct Settings {
     pub election_timeout: Duration,
     /// Entries between snapshots.
     pub snapshot_count: u64,
+    /// Entries kept after a snapshot.
+    pub snapshot_catchup_entries: u64,
     /// Largest accepted request body.
     pub max_request_bytes: usize,
     /// How long a write waits for a quorum.
@@ -187,6 +192,7 @@ impl Config {
             heartbeat: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.snapshot_catchup_entries,
             max_request_bytes: self.max_request_bytes,
             write_timeout: Duration::from_secs(self.write_timeout),
         })

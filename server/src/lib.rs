@@ -63,7 +63,7 @@ pub async fn run(
         election_timeout_min: election_ms,
         election_timeout_max: election_ms * 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: settings.snapshot_catchup_entries,
         ..Default::default()
     }
     .validate()

@@ -126,6 +126,10 @@ pub struct Member {
     data_dir: PathBuf,
     log_path: PathBuf,
     initial_cluster: String,
+    /// `new` to bootstrap with the others, `existing` to join a running cluster.
+    pub cluster_state: &'static str,
+    /// Extra flags for the binary (e.g. snapshot tuning).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     paused: bool,
 }
@@ -147,6 +151,8 @@ impl Member {
             data_dir: dir.join(format!("{name}.data")),
             log_path: dir.join(format!("{name}.log")),
             initial_cluster,
+            cluster_state: "new",
+            extra_args: Vec::new(),
             child: None,
             paused: false,
         }
@@ -188,13 +194,14 @@ impl Member {
             "--initial-cluster".into(),
             self.initial_cluster.clone(),
             "--initial-cluster-state".into(),
-            "new".into(),
+            self.cluster_state.into(),
             "--initial-cluster-token".into(),
             "shoal-test".into(),
         ];
         if self.flavor == Flavor::Etcd {
             args.push("--enable-v2".into());
         }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 
@@ -356,6 +363,11 @@ impl Cluster {
 
     /// Start `n` members of the given implementation and wait until all are healthy.
     pub async fn start_flavor(flavor: Flavor, n: usize) -> Result<Cluster> {
+        Cluster::start_with(flavor, n, &[]).await
+    }
+
+    /// Start `n` members with extra flags each, and wait until all are healthy.
+    pub async fn start_with(flavor: Flavor, n: usize, extra_args: &[&str]) -> Result<Cluster> {
         assert!(n >= 1);
         flavor.binary(); // fail early with a clear message
         let dir = tempfile::Builder::new()
@@ -393,12 +405,54 @@ impl Cluster {
                 .join(" ")
         );
         for m in members.iter_mut() {
+            m.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
             m.spawn()?;
         }
         for m in members.iter_mut() {
             m.wait_healthy(HEALTH_TIMEOUT).await?;
         }
         Ok(Cluster { members, _dir: dir })
+    }
+
+    /// Adds a member the etcd way: `POST /v2/members` on member 0, then start
+    /// the new process with `--initial-cluster-state existing`. Returns its index.
+    pub async fn add_member(&mut self, extra_args: &[&str]) -> Result<usize> {
+        let (client, peer) = (free_port(), free_port());
+        let name = format!("n{}", self.members.len() + 1);
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let http = reqwest::Client::new();
+        let resp = http
+            .post(format!("{}/v2/members", self.members[0].client_url()))
+            .json(&serde_json::json!({ "peerURLs": [peer_url] }))
+            .send()
+            .await?;
+        if resp.status().as_u16() != 201 {
+            bail!(
+                "member add answered {}: {}",
+                resp.status(),
+                resp.text().await?
+            );
+        }
+        let mut initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        initial.push(format!("{name}={peer_url}"));
+        let mut m = Member::new(
+            self.members[0].flavor,
+            &name,
+            self._dir.path(),
+            client,
+            peer,
+            initial.join(","),
+        );
+        m.cluster_state = "existing";
+        m.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        m.spawn()?;
+        m.wait_healthy(HEALTH_TIMEOUT).await?;
+        self.members.push(m);
+        Ok(self.members.len() - 1)
     }
 
     pub fn member(&mut self, i: usize) -> &mut Member {

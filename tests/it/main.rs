@@ -8,4 +8,5 @@
 mod cluster;
 mod differential;
 mod harness;
+mod membership;
 mod real_clients;

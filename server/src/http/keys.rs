@@ -166,7 +166,7 @@ pub async fn handle(
         .and_then(|(key, f)| KeyRequest::parse(&method, &key, &f));
     let req = match parsed {
         Ok(r) => r,
-        Err(e) => return error(&member, &e),
+        Err(e) => return error(&e),
     };
     match method {
         Method::GET | Method::HEAD if req.wait => watch(&member, &req).await,
@@ -181,7 +181,7 @@ pub async fn handle(
 async fn read(member: &Member, req: &KeyRequest, head: bool) -> Response {
     if req.quorum {
         if let Err(e) = member.read_barrier().await {
-            return error(member, &e.to_key_error(member.keys.read().index()));
+            return error(&e.to_key_error(member.keys.read().index()));
         }
     }
     let (answer, index) = {
@@ -208,7 +208,7 @@ async fn read(member: &Member, req: &KeyRequest, head: bool) -> Response {
         }
         Err(e) => {
             StoreStats::count(&member.stats.gets_fail);
-            error(member, &e)
+            error(&e)
         }
     }
 }
@@ -225,7 +225,7 @@ async fn write(member: &Member, op: Op) -> Response {
             };
             json(member, status, &event.body, event.index)
         }
-        Err(e) => error(member, &e.to_key_error(member.keys.read().index())),
+        Err(e) => error(&e.to_key_error(member.keys.read().index())),
     }
 }
 
@@ -245,15 +245,16 @@ async fn watch(member: &Member, req: &KeyRequest) -> Response {
                 .scan(&req.key, req.recursive, since, start, keys.index())
         };
         match found {
-            Err(e) => return error(member, &e),
+            Err(e) => return error(&e),
             Ok(Some(event)) => return json(member, StatusCode::OK, &event.body, start),
             Ok(None) => {}
         }
         if changed.changed().await.is_err() {
-            return error(
-                member,
-                &KeyError::new(ErrorCode::RaftInternal, "member is shutting down", start),
-            );
+            return error(&KeyError::new(
+                ErrorCode::RaftInternal,
+                "member is shutting down",
+                start,
+            ));
         }
     }
 }
@@ -266,13 +267,15 @@ pub fn json(member: &Member, status: StatusCode, body: &KeysResponse, etcd_index
 }
 
 /// An etcd error answer with its status and headers.
-pub fn error(member: &Member, e: &KeyError) -> Response {
+pub fn error(e: &KeyError) -> Response {
     let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = (status, axum::Json(e.to_wire())).into_response();
-    headers(member, resp.headers_mut(), e.index);
+    resp.headers_mut()
+        .insert("X-Etcd-Index", HeaderValue::from(e.index));
     resp
 }
 
+/// etcd's index headers; errors carry only `X-Etcd-Index`, as in etcd.
 fn headers(member: &Member, h: &mut HeaderMap, etcd_index: u64) {
     let (term, raft_index) = member.raft_position();
     h.insert("X-Etcd-Index", HeaderValue::from(etcd_index));

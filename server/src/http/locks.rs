@@ -46,22 +46,27 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c))
 }
 
-fn check(names: &[(&str, &str)]) -> Result<(), Response> {
+fn check(names: &[(&str, &str)]) -> Result<(), Box<Response>> {
     for (what, name) in names {
         if !valid_name(name) {
-            return Err(api_error(
+            return Err(Box::new(api_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!("{what} {name:?} must be 1-128 of [A-Za-z0-9-_.:@], not starting with '_'"),
-            ));
+            )));
         }
     }
     Ok(())
 }
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
-    b.map(|Json(t)| t)
-        .map_err(|e| api_error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Box<Response>> {
+    b.map(|Json(t)| t).map_err(|e| {
+        Box::new(api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            e.body_text(),
+        ))
+    })
 }
 
 /// The holders of the slot directory `dir`, oldest first.
@@ -146,7 +151,7 @@ pub async fn list(State(member): State<Arc<Member>>) -> Json<LockList> {
 /// `GET /api/v1/locks/{name}`.
 pub async fn show(State(member): State<Arc<Member>>, Path(name): Path<String>) -> Response {
     if let Err(r) = check(&[("lock", &name)]) {
-        return r;
+        return *r;
     }
     Json(state(&member, LOCKS, &name)).into_response()
 }
@@ -159,10 +164,10 @@ pub async fn acquire(
 ) -> Response {
     let req = match body(req) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = check(&[("lock", &name), ("holder", &req.holder)]) {
-        return r;
+        return *r;
     }
     if req.limit == 0 || req.ttl == 0 {
         return api_error(
@@ -206,10 +211,10 @@ pub async fn release(
 ) -> Response {
     let req = match body(req) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = check(&[("lock", &name), ("holder", &req.holder)]) {
-        return r;
+        return *r;
     }
     match member
         .write(Op::Release {
@@ -241,7 +246,7 @@ fn leader_of(member: &Member, name: &str) -> Option<Leader> {
 /// `GET /api/v1/elections/{name}`: the leader, or 404 `no_leader`.
 pub async fn leader(State(member): State<Arc<Member>>, Path(name): Path<String>) -> Response {
     if let Err(r) = check(&[("election", &name)]) {
-        return r;
+        return *r;
     }
     match leader_of(&member, &name) {
         Some(l) => Json(l).into_response(),
@@ -261,10 +266,10 @@ pub async fn campaign(
 ) -> Response {
     let req = match body(req) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = check(&[("election", &name), ("candidate", &req.candidate)]) {
-        return r;
+        return *r;
     }
     if req.ttl == 0 {
         return api_error(
@@ -311,10 +316,10 @@ pub async fn resign(
 ) -> Response {
     let req = match body(req) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = check(&[("election", &name), ("candidate", &req.candidate)]) {
-        return r;
+        return *r;
     }
     match member
         .write(Op::Release {

@@ -39,6 +39,36 @@ pub async fn list(State(member): State<Arc<Member>>) -> Json<MemberList> {
     Json(MemberList { members })
 }
 
+/// `GET /v2/machines`: every member's client URLs, comma separated (etcd's legacy list).
+pub async fn machines(State(member): State<Arc<Member>>) -> String {
+    let all = member.members();
+    let infos = join_all(all.iter().map(|(id, node)| member.info_of(*id, node))).await;
+    let urls: Vec<String> = infos
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i.client_urls)
+        .collect();
+    urls.join(", ")
+}
+
+/// `GET /v2/members/leader`: the current leader, as etcd 3.4 answers it.
+pub async fn leader(State(member): State<Arc<Member>>) -> Response {
+    let Some((id, node)) = member.leader() else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, "during leader election");
+    };
+    let info = member.info_of(id, &node).await;
+    let (name, client_urls) = info
+        .map(|i| (i.name, i.client_urls))
+        .unwrap_or((node.name, Vec::new()));
+    Json(WireMember {
+        id: id_hex(id),
+        name,
+        peer_urls: vec![node.peer_url],
+        client_urls,
+    })
+    .into_response()
+}
+
 /// `POST /v2/members` with `{"peerURLs":[...]}`: answers 201 with the new member.
 pub async fn add(
     State(member): State<Arc<Member>>,

@@ -25,6 +25,8 @@ pub fn client_router(member: Arc<Member>, max_body: usize) -> Router {
         .route("/v2/keys/", any(keys::handle))
         .route("/v2/keys/{*key}", any(keys::handle))
         .route("/v2/members", get(members::list).post(members::add))
+        .route("/v2/members/leader", get(members::leader))
+        .route("/v2/machines", get(members::machines))
         .route("/v2/members/{id}", axum::routing::delete(members::remove))
         .route("/version", get(stats::version))
         .route("/health", get(stats::health))

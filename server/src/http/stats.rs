@@ -55,6 +55,8 @@ pub async fn self_stats(State(member): State<Arc<Member>>) -> Json<serde_json::V
         "leaderInfo": { "leader": metrics.current_leader.map(id_hex).unwrap_or_default() },
         "term": metrics.current_term,
         "lastApplied": metrics.last_applied.map_or(0, |l| l.index),
+        "snapshotIndex": metrics.snapshot.map_or(0, |l| l.index),
+        "purgedIndex": metrics.purged.map_or(0, |l| l.index),
     }))
 }
 

@@ -379,13 +379,18 @@ impl KeySpace {
     ) -> Event {
         let next = self.index + 1;
         let prev = self.render(key, existing, false, false, now);
-        let entry = Entry {
+        let mut entry = Entry {
             value,
             created_index: existing.created_index,
             modified_index: next,
             expiration: exp,
         };
         let node = self.render(key, &entry, false, false, now);
+        if existing.is_dir() {
+            // As in etcd, updating a directory changes only its TTL; its stored
+            // modified index stays (the event still carries the new index).
+            entry.modified_index = existing.modified_index;
+        }
         self.insert(key.to_owned(), entry);
         self.event(action, node, Some(prev))
     }

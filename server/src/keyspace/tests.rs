@@ -86,7 +86,7 @@ fn errors_have_etcd_codes() {
         cond: Precondition::default(),
     };
     assert_eq!(code(run(&mut ks, rm_file_as_dir)), Some(102));
-    let err = run(&mut ks, put("/", "x")).err().expect("root");
+    let err = run(&mut ks, put("/", "x")).expect_err("root");
     assert_eq!(err.index, ks.index(), "errors carry the current index");
 }
 
@@ -105,16 +105,12 @@ fn compare_and_swap_and_delete() {
             prev_index: pi,
         },
     };
-    let err = run(&mut ks, cas("two", Some("nope"), None))
-        .err()
-        .expect("fails");
+    let err = run(&mut ks, cas("two", Some("nope"), None)).expect_err("fails");
     assert_eq!(
         (err.code.code(), err.cause.as_str()),
         (101, "[nope != one]")
     );
-    let err = run(&mut ks, cas("two", Some("nope"), Some(9)))
-        .err()
-        .expect("fails");
+    let err = run(&mut ks, cas("two", Some("nope"), Some(9))).expect_err("fails");
     assert_eq!(err.cause, "[nope != one] [9 != 1]");
     let e = run(&mut ks, cas("two", Some("one"), Some(1))).expect("swaps");
     assert_eq!(e.body.action, "compareAndSwap");

@@ -26,8 +26,8 @@ impl LogStore {
     }
 }
 
-fn decode(blob: &[u8]) -> Result<Entry<TypeConfig>, StorageError<NodeId>> {
-    serde_json::from_slice(blob).map_err(|e| io_err(&e))
+fn decode(blob: &[u8]) -> Result<Entry<TypeConfig>, serde_json::Error> {
+    serde_json::from_slice(blob)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -46,7 +46,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         let blobs = self.db.range(from, to).await.map_err(|e| io_err(&e))?;
-        blobs.iter().map(|b| decode(b)).collect()
+        let entries: Result<Vec<_>, serde_json::Error> = blobs.iter().map(|b| decode(b)).collect();
+        entries.map_err(|e| io_err(&e))
     }
 }
 
@@ -60,7 +61,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .map_err(|e| io_err(&e))?;
         let last = match self.db.last().await.map_err(|e| io_err(&e))? {
-            Some(blob) => Some(*decode(&blob)?.get_log_id()),
+            Some(blob) => Some(*decode(&blob).map_err(|e| io_err(&e))?.get_log_id()),
             None => last_purged,
         };
         Ok(LogState {

@@ -32,6 +32,10 @@ impl fmt::Display for MemberNode {
 }
 
 /// What applying one log entry produced.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "almost every entry is a command; boxing would allocate per write"
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     /// A blank or membership entry: no key-space result.
