@@ -8,5 +8,6 @@
 mod cluster;
 mod differential;
 mod harness;
+mod hostile;
 mod membership;
 mod real_clients;

@@ -14,6 +14,9 @@ use super::form::{self, bad, Form};
 use crate::keyspace::{path, ErrorCode, KeyError, Op, Precondition, ReadOptions};
 use crate::member::{Member, StoreStats};
 
+/// The longest TTL accepted, in seconds (100 years); longer is refused as not a number.
+pub const MAX_TTL: u64 = 100 * 365 * 24 * 3600;
+
 /// Everything a `/v2/keys` request asks for, validated as etcd validates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRequest {
@@ -74,7 +77,9 @@ impl KeyRequest {
         let ttl = match f.get("ttl") {
             Some(v) if !v.is_empty() => Some(
                 v.parse::<u64>()
-                    .map_err(|_| bad(ErrorCode::TtlNaN, r#"invalid value for "ttl""#))?,
+                    .ok()
+                    .filter(|t| *t <= MAX_TTL)
+                    .ok_or_else(|| bad(ErrorCode::TtlNaN, r#"invalid value for "ttl""#))?,
             ),
             _ => None,
         };
@@ -309,6 +314,10 @@ mod tests {
     fn bad_parameters_get_etcd_codes() {
         assert_eq!(code(parse(Method::PUT, "ttl=abc")), Some(202));
         assert_eq!(code(parse(Method::PUT, "ttl=-1")), Some(202));
+        assert_eq!(
+            code(parse(Method::PUT, "ttl=18446744073709551615")),
+            Some(202)
+        );
         assert_eq!(code(parse(Method::PUT, "prevIndex=x")), Some(203));
         assert_eq!(code(parse(Method::PUT, "prevExist=maybe")), Some(209));
         assert_eq!(code(parse(Method::PUT, "prevValue=")), Some(201));

@@ -12,10 +12,15 @@ pub mod stats;
 
 use std::sync::Arc;
 
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::Router;
+use axum::{Json, Router};
 use tower_http::limit::RequestBodyLimitLayer;
 
+use crate::keyspace::{ErrorCode, KeyError};
 use crate::member::Member;
 
 /// Routes on the client port.
@@ -41,7 +46,32 @@ pub fn client_router(member: Arc<Member>, max_body: usize) -> Router {
         .route("/api/v1/elections/{name}/campaign", post(locks::campaign))
         .route("/api/v1/elections/{name}/resign", post(locks::resign))
         .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            too_large_as_json(req, next, max_body)
+        }))
         .with_state(member)
+}
+
+/// Rewrites the body-limit layer's plain-text 413 into the JSON error body of
+/// the API the request was for.
+async fn too_large_as_json(req: Request, next: Next, max_body: usize) -> Response {
+    let etcd_style = !req.uri().path().starts_with("/api/");
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return resp;
+    }
+    let message = format!("request body larger than {max_body} bytes");
+    let mut resp = if etcd_style {
+        Json(KeyError::new(ErrorCode::InvalidForm, message, 0).to_wire()).into_response()
+    } else {
+        let error = api::error::ApiError {
+            code: "too_large".into(),
+            message,
+        };
+        Json(api::error::ApiErrorBody { error }).into_response()
+    };
+    *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    resp
 }
 
 /// Routes on the peer port, guarded by the cluster token.
