@@ -10,4 +10,5 @@ mod differential;
 mod harness;
 mod hostile;
 mod membership;
+mod primitives;
 mod real_clients;
