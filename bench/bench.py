@@ -383,7 +383,9 @@ def cmd_table(path, out):
         lines.append("")
         lines.append(f"Host: {meta.get('host', '')}; wrk duration {meta.get('duration', '')}; "
                      f"Shoal {meta.get('shoal_rev', '')}; 3 members each on loopback, "
-                     f"one system at a time; loads against the leader's client URL.")
+                     f"one system at a time; loads against the leader's client URL. "
+                     f"Load average at start {meta.get('load_start', '?')}, "
+                     f"at end {meta.get('load_end', '?')}.")
         lines.append("")
     lines.append("| metric | Shoal | etcd | Shoal/etcd |")
     lines.append("|---|---|---|---|")

@@ -230,6 +230,8 @@ failover_trial() {
   : >"$probes"
   t0=$(date +%s%N)
   kill -9 "$lead_pid"
+  local killed_at
+  killed_at=$(date -u -d "@${t0:0:10}.${t0:10:6}" +%H:%M:%S.%6N)
   wait "$lead_pid" 2>/dev/null || true # reap it now, so bash prints no "Killed" notice
   # Probes: a fresh PUT every FO_PROBE_INTERVAL s, each with its own timeout, so a
   # request stuck on the dead leader does not hide a leader elected meanwhile.
@@ -268,7 +270,7 @@ failover_trial() {
   pcodes=$(awk '{print $2}' "$probes" | sort | uniq -c | awk '{printf "%s%sx%s", sep, $1, $2; sep=" "}')
   # earliest 2xx answer from either the loop or a probe
   probe_ms=$(cat "$att" "$probes" | awk '$2 ~ /^2/ {print $1}' | sort -n | head -1)
-  log "$tag: killed leader n$((LEADER + 1)) (pid $lead_pid); n$((survivor + 1)) accepted a write after ${ms} ms" \
+  log "$tag: killed leader n$((LEADER + 1)) (pid $lead_pid) at $killed_at UTC; n$((survivor + 1)) accepted a write after ${ms} ms" \
     "(retry loop: $attempts tries: $codes); earliest 2xx incl. probes ${probe_ms} ms (probes: $pcodes)"
   stop_cluster
   FO_MS=$ms
@@ -303,6 +305,7 @@ record meta etcd_version "\"$ETCD_VERSION\""
 record meta shoal_rev "\"$SHOAL_REV (binary built $(date -r "$SHOAL_BIN" +%Y-%m-%dT%H:%M 2>/dev/null || echo never))\""
 record meta host "\"$HOST\""
 record meta duration "\"$DURATION\""
+record meta load_start "\"$(cut -d' ' -f1-3 /proc/loadavg)\""
 log "run dir $RUN; DURATION=$DURATION TRIALS=$TRIALS IDLE_WATCH=$IDLE_WATCH"
 
 for sys in $SYSTEMS; do
@@ -313,6 +316,7 @@ for sys in $SYSTEMS; do
   bench_failover "$sys"
 done
 
+record meta load_end "\"$(cut -d' ' -f1-3 /proc/loadavg)\""
 mkdir -p "$HERE/results"
 OUT=$HERE/results/keyspace-$DATE.md
 echo

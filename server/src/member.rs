@@ -27,9 +27,31 @@ pub enum ServeError {
     /// The key space refused the operation (etcd error).
     #[error("{0}")]
     Key(#[from] KeyError),
+    /// This member is not the leader: nothing was proposed, retrying is safe.
+    #[error("not the leader")]
+    NotLeader,
     /// No leader is known, or no quorum answered in time: the outcome is unknown.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Why a call to the leader's peer port failed.
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    /// The request never left: retrying cannot apply it twice.
+    #[error("leader unreachable: {0}")]
+    NotSent(String),
+    /// The request may have reached the leader: its outcome is unknown.
+    #[error("lost contact with the leader: {0}")]
+    Unknown(String),
+}
+
+impl From<ForwardError> for ServeError {
+    fn from(e: ForwardError) -> Self {
+        match e {
+            ForwardError::NotSent(why) | ForwardError::Unknown(why) => Self::Unavailable(why),
+        }
+    }
 }
 
 impl ServeError {
@@ -37,6 +59,7 @@ impl ServeError {
     pub fn to_key_error(&self, index: u64) -> KeyError {
         match self {
             Self::Key(e) => e.clone(),
+            Self::NotLeader => KeyError::new(ErrorCode::LeaderElect, "no leader", index),
             Self::Unavailable(why) if why.contains("no leader") => {
                 KeyError::new(ErrorCode::LeaderElect, why.clone(), index)
             }
@@ -156,16 +179,23 @@ impl Member {
 
     async fn write_inner(&self, op: Op) -> Result<Event, ServeError> {
         loop {
-            if self.is_leader() {
-                match self.propose(op.clone()).await {
-                    Err(ServeError::Unavailable(why)) if why.starts_with("forward") => {}
-                    other => return other,
-                }
+            let outcome = if self.is_leader() {
+                self.propose(op.clone()).await
             } else if let Some((_, node)) = self.leader() {
                 match self.forward::<_, Event>(&node, "write", &op).await {
-                    Ok(r) => return r,
-                    Err(why) => tracing::debug!(%why, "forwarding a write failed; retrying"),
+                    Ok(r) => r,
+                    Err(ForwardError::NotSent(why)) => {
+                        tracing::debug!(%why, "the leader is unreachable; retrying");
+                        Err(ServeError::NotLeader)
+                    }
+                    Err(e @ ForwardError::Unknown(_)) => Err(e.into()),
                 }
+            } else {
+                Err(ServeError::NotLeader)
+            };
+            match outcome {
+                Err(ServeError::NotLeader) => {}
+                other => return other,
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -184,9 +214,9 @@ impl Member {
                     Err(ServeError::Unavailable("command produced no result".into()))
                 }
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
-                ServeError::Unavailable("forward: not the leader any more".into()),
-            ),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ServeError::NotLeader)
+            }
             Err(e) => Err(ServeError::Unavailable(e.to_string())),
         }
     }
@@ -246,7 +276,7 @@ impl Member {
         node: &MemberNode,
         path: &str,
         req: &Req,
-    ) -> Result<Result<Resp, ServeError>, String> {
+    ) -> Result<Result<Resp, ServeError>, ForwardError> {
         let url = format!("{}/raft/{path}", node.peer_url.trim_end_matches('/'));
         let resp = self
             .http
@@ -255,8 +285,16 @@ impl Member {
             .timeout(self.timeouts.write)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
-        resp.json().await.map_err(|e| e.to_string())
+            .map_err(|e| {
+                if e.is_connect() {
+                    ForwardError::NotSent(e.to_string())
+                } else {
+                    ForwardError::Unknown(e.to_string())
+                }
+            })?;
+        resp.json()
+            .await
+            .map_err(|e| ForwardError::Unknown(e.to_string()))
     }
 
     /// Adds a member by peer URL: a learner now, a voter once it has caught up
@@ -270,7 +308,7 @@ impl Member {
             return self
                 .forward(&node, "members/add", &peer_url)
                 .await
-                .map_err(ServeError::Unavailable)?;
+                .map_err(ServeError::from)?;
         }
         let node = MemberNode {
             name: String::new(),
@@ -299,7 +337,7 @@ impl Member {
             return self
                 .forward(&node, "members/remove", &id)
                 .await
-                .map_err(ServeError::Unavailable)?;
+                .map_err(ServeError::from)?;
         }
         let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
         self.raft
