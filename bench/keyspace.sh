@@ -230,8 +230,6 @@ failover_trial() {
   : >"$probes"
   t0=$(date +%s%N)
   kill -9 "$lead_pid"
-  local killed_at
-  killed_at=$(date -u -d "@${t0:0:10}.${t0:10:6}" +%H:%M:%S.%6N)
   wait "$lead_pid" 2>/dev/null || true # reap it now, so bash prints no "Killed" notice
   # Probes: a fresh PUT every FO_PROBE_INTERVAL s, each with its own timeout, so a
   # request stuck on the dead leader does not hide a leader elected meanwhile.
@@ -265,7 +263,8 @@ failover_trial() {
   done
   touch "$stop"
   wait "$prober" || true
-  local ms=$(((now - t0) / 1000000)) codes pcodes probe_ms
+  local ms=$(((now - t0) / 1000000)) codes pcodes probe_ms killed_at
+  killed_at=$(date -u -d "@${t0:0:10}.${t0:10:6}" +%H:%M:%S.%6N)
   codes=$(awk '{print $2}' "$att" | sort | uniq -c | awk '{printf "%s%sx%s", sep, $1, $2; sep=" "}')
   pcodes=$(awk '{print $2}' "$probes" | sort | uniq -c | awk '{printf "%s%sx%s", sep, $1, $2; sep=" "}')
   # earliest 2xx answer from either the loop or a probe

@@ -54,10 +54,12 @@ pub struct Config {
     )]
     pub initial_cluster_token: String,
     /// Heartbeat interval in milliseconds.
-    #[arg(long, env = "SHOAL_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    #[arg(long, env = "SHOAL_HEARTBEAT_INTERVAL", default_value_t = 50)]
     pub heartbeat_interval: u64,
-    /// Election timeout in milliseconds (randomised between it and twice it).
-    #[arg(long, env = "SHOAL_ELECTION_TIMEOUT", default_value_t = 500)]
+    /// Election timeout in milliseconds, randomised up to 1.5 times it. A
+    /// follower that heard from its leader also waits out the leader's lease
+    /// (the longest timeout) first, so failover takes about 2 to 2.5 times this.
+    #[arg(long, env = "SHOAL_ELECTION_TIMEOUT", default_value_t = 250)]
     pub election_timeout: u64,
     /// Take a snapshot (and compact the log) after this many applied entries.
     #[arg(long, env = "SHOAL_SNAPSHOT_COUNT", default_value_t = 10_000)]

@@ -1,13 +1,17 @@
 //! Persistence: the only module that runs SQL.
 //!
-//! Each member keeps two SQLite files in its data dir, both in WAL mode with
-//! `synchronous=FULL`, so a committed transaction survives SIGKILL and power
-//! loss:
-//! - `raft.db`: the raft log and vote. Raft owns this: an entry is appended
-//!   (and fsynced) before the member acknowledges it to the leader.
-//! - `state.db`: the applied key space and the latest snapshot. This is a
-//!   projection of the log up to `last_applied`; after a crash openraft
-//!   re-applies whatever the log holds beyond it.
+//! Each member keeps two SQLite files in its data dir, both in WAL mode, so a
+//! committed transaction survives SIGKILL:
+//! - `raft.db` (`synchronous=FULL`): the raft log and vote. Raft owns this: an
+//!   entry is appended and fsynced before the member acknowledges it, so it
+//!   also survives power loss.
+//! - `state.db` (`synchronous=NORMAL`): the applied key space and the latest
+//!   snapshot. This is a projection of the log up to `last_applied`, so its
+//!   applies need no fsync of their own: after a power loss openraft re-applies
+//!   from the log whatever state.db lost. The one thing the log cannot give
+//!   back is what it purged, so saving or installing a snapshot — after which
+//!   the log may be purged — ends with a full checkpoint that makes state.db
+//!   durable up to that point.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -35,18 +39,25 @@ pub enum DbError {
     Codec(#[from] serde_json::Error),
 }
 
-async fn open(path: &Path, max_connections: u32) -> Result<SqlitePool, DbError> {
+async fn open(
+    path: &Path,
+    max_connections: u32,
+    synchronous: SqliteSynchronous,
+) -> Result<SqlitePool, DbError> {
     let opts = SqliteConnectOptions::from_str("sqlite://")?
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(synchronous)
         .busy_timeout(Duration::from_secs(10));
     Ok(SqlitePoolOptions::new()
         .max_connections(max_connections)
         .connect_with(opts)
         .await?)
 }
+
+/// Rows per multi-row statement, well under SQLite's bound-parameter limit.
+const ROWS_PER_STATEMENT: usize = 200;
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -65,20 +76,29 @@ pub struct LogDb {
 impl LogDb {
     /// Opens (creating and migrating) `raft.db` in `dir`.
     pub async fn open(dir: &Path) -> Result<Self, DbError> {
-        let pool = open(&dir.join("raft.db"), 4).await?;
+        let pool = open(&dir.join("raft.db"), 4, SqliteSynchronous::Full).await?;
         sqlx::migrate!("../migrations/raft").run(&pool).await?;
         Ok(Self { pool })
     }
 
-    /// Appends entries (index, JSON) in one fsynced transaction.
+    /// Appends entries (index, JSON) atomically and durably: one multi-row
+    /// statement (its own transaction, one fsync), or one transaction over
+    /// several statements for a very large batch.
     pub async fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), DbError> {
+        fn insert(chunk: &[(u64, Vec<u8>)]) -> sqlx::QueryBuilder<'_, sqlx::Sqlite> {
+            let mut q = sqlx::QueryBuilder::new("INSERT OR REPLACE INTO raft_log (idx, entry) ");
+            q.push_values(chunk, |mut row, (idx, blob)| {
+                row.push_bind(to_i64(*idx)).push_bind(blob.as_slice());
+            });
+            q
+        }
+        if entries.len() <= ROWS_PER_STATEMENT {
+            insert(entries).build().execute(&self.pool).await?;
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
-        for (idx, blob) in entries {
-            sqlx::query("INSERT OR REPLACE INTO raft_log (idx, entry) VALUES (?, ?)")
-                .bind(to_i64(*idx))
-                .bind(blob.as_slice())
-                .execute(&mut *tx)
-                .await?;
+        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+            insert(chunk).build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -189,7 +209,7 @@ pub struct AppliedMeta<'a, L: Serialize, M: Serialize> {
 impl StateDb {
     /// Opens (creating and migrating) `state.db` in `dir`.
     pub async fn open(dir: &Path) -> Result<Self, DbError> {
-        let pool = open(&dir.join("state.db"), 2).await?;
+        let pool = open(&dir.join("state.db"), 2, SqliteSynchronous::Normal).await?;
         sqlx::migrate!("../migrations/state").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -254,6 +274,14 @@ impl StateDb {
         write_batch(&mut tx, &changes, meta).await?;
         save_snapshot(&mut tx, snapshot_meta, snapshot_data).await?;
         tx.commit().await?;
+        self.checkpoint().await
+    }
+
+    /// Makes everything committed so far durable (the log may be purged after this).
+    async fn checkpoint(&self) -> Result<(), DbError> {
+        sqlx::query("PRAGMA wal_checkpoint(FULL)")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -262,7 +290,7 @@ impl StateDb {
         let mut tx = self.pool.begin().await?;
         save_snapshot(&mut tx, meta, data).await?;
         tx.commit().await?;
-        Ok(())
+        self.checkpoint().await
     }
 
     /// The latest snapshot's meta and data, if any.
@@ -290,21 +318,21 @@ async fn write_batch<L: Serialize, M: Serialize>(
     changes: &[Change],
     meta: AppliedMeta<'_, L, M>,
 ) -> Result<(), DbError> {
+    // Consecutive upserts go out as one multi-row statement; a removal
+    // flushes them first, so the order of changes is kept.
+    let mut upserts: Vec<(&String, &Entry)> = Vec::new();
     for change in changes {
         match change {
             Change::Upsert(key, e) => {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO kv (key, value, created_index, modified_index, expiration) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(key)
-                .bind(e.value.as_deref())
-                .bind(to_i64(e.created_index))
-                .bind(to_i64(e.modified_index))
-                .bind(e.expiration.map(|t| t.to_rfc3339()))
-                .execute(&mut **tx)
-                .await?;
+                upserts.push((key, e));
+                if upserts.len() == ROWS_PER_STATEMENT {
+                    upsert_rows(tx, &upserts).await?;
+                    upserts.clear();
+                }
             }
             Change::RemoveTree(key) => {
+                upsert_rows(tx, &upserts).await?;
+                upserts.clear();
                 // Descendants are exactly the keys in [key + "/", key + "0"): '0' follows '/'.
                 sqlx::query("DELETE FROM kv WHERE key = ? OR (key >= ? AND key < ?)")
                     .bind(key)
@@ -315,8 +343,34 @@ async fn write_batch<L: Serialize, M: Serialize>(
             }
         }
     }
-    put_meta(tx, "sm_meta", "last_applied", meta.last_applied).await?;
-    put_meta(tx, "sm_meta", "membership", meta.membership).await?;
-    put_meta(tx, "sm_meta", "etcd_index", &meta.etcd_index).await?;
+    upsert_rows(tx, &upserts).await?;
+    let rows = [
+        ("last_applied", serde_json::to_vec(meta.last_applied)?),
+        ("membership", serde_json::to_vec(meta.membership)?),
+        ("etcd_index", serde_json::to_vec(&meta.etcd_index)?),
+    ];
+    let mut q = sqlx::QueryBuilder::new("INSERT OR REPLACE INTO sm_meta (name, value) ");
+    q.push_values(&rows, |mut row, (name, value)| {
+        row.push_bind(*name).push_bind(value.as_slice());
+    });
+    q.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn upsert_rows(tx: &mut Tx<'_>, rows: &[(&String, &Entry)]) -> Result<(), DbError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut q = sqlx::QueryBuilder::new(
+        "INSERT OR REPLACE INTO kv (key, value, created_index, modified_index, expiration) ",
+    );
+    q.push_values(rows, |mut row, (key, e)| {
+        row.push_bind(key.as_str())
+            .push_bind(e.value.as_deref())
+            .push_bind(to_i64(e.created_index))
+            .push_bind(to_i64(e.modified_index))
+            .push_bind(e.expiration.map(|t| t.to_rfc3339()));
+    });
+    q.build().execute(&mut **tx).await?;
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod expiry;
 pub mod http;
 pub mod keyspace;
 pub mod member;
+pub mod proposer;
 pub mod raft;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use url::Url;
@@ -29,13 +31,21 @@ use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 
-async fn bind(url: &Url) -> anyhow::Result<TcpListener> {
+/// Binds a listener whose connections send small answers at once (no Nagle delay).
+async fn bind(
+    url: &Url,
+) -> anyhow::Result<impl axum::serve::Listener<Addr = std::net::SocketAddr>> {
     let host = url.host_str().context("URL has no host")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = url.port_or_known_default().context("URL has no port")?;
-    TcpListener::bind((host, port))
+    let listener = TcpListener::bind((host, port))
         .await
-        .with_context(|| format!("binding {url}"))
+        .with_context(|| format!("binding {url}"))?;
+    Ok(listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%e, "cannot set TCP_NODELAY");
+        }
+    }))
 }
 
 /// Runs a member until `shutdown` resolves.
@@ -61,7 +71,7 @@ pub async fn run(
         cluster_name: settings.cluster_token.clone(),
         heartbeat_interval: u64::try_from(settings.heartbeat.as_millis()).unwrap_or(u64::MAX),
         election_timeout_min: election_ms,
-        election_timeout_max: election_ms * 2,
+        election_timeout_max: election_ms + election_ms / 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
         max_in_snapshot_log_to_keep: settings.snapshot_catchup_entries,
         ..Default::default()
@@ -111,6 +121,7 @@ pub async fn run(
         timeouts: Timeouts {
             write: settings.write_timeout,
         },
+        proposer: member::Proposer::start(raft.clone()),
     });
 
     let mut servers = tokio::task::JoinSet::new();

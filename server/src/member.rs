@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 
-use crate::keyspace::{Command, ErrorCode, Event, KeyError, Op};
+use crate::keyspace::{ErrorCode, Event, KeyError, Op};
+pub use crate::proposer::Proposer;
 use crate::raft::state_machine::Shared;
-use crate::raft::{Applied, MemberNode, NodeId, Raft};
+use crate::raft::{MemberNode, NodeId, Raft};
 
 /// Why a write or a linearizable read could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -115,6 +115,8 @@ pub struct Member {
     pub stats: StoreStats,
     /// API timings.
     pub timeouts: Timeouts,
+    /// Batches this member's proposals while it leads.
+    pub proposer: Proposer,
 }
 
 impl std::fmt::Debug for Member {
@@ -202,23 +204,9 @@ impl Member {
     }
 
     /// Proposes on this member, which must be the leader (used by `/raft/write`).
+    /// Concurrent proposals are batched into one raft entry by the [`Proposer`].
     pub async fn propose(&self, op: Op) -> Result<Event, ServeError> {
-        let cmd = Command {
-            now: Utc::now(),
-            op,
-        };
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => match resp.data {
-                Applied::Key(r) => r.map_err(ServeError::Key),
-                Applied::Nothing => {
-                    Err(ServeError::Unavailable("command produced no result".into()))
-                }
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(ServeError::NotLeader)
-            }
-            Err(e) => Err(ServeError::Unavailable(e.to_string())),
-        }
+        self.proposer.propose(op).await
     }
 
     /// Waits until this member's key space reflects every write acknowledged

@@ -2,10 +2,13 @@
 //!
 //! openraft hands `append` a batch of entries; the whole batch is one SQLite
 //! transaction, so one fsync commits many client writes, and the flush
-//! callback fires only after that commit.
+//! callback fires only after that commit. The newest entries are also kept in
+//! memory (the tail), so replicating them to followers reads no SQL.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageError, Vote};
@@ -13,16 +16,38 @@ use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageError, Vote};
 use super::{io_err, NodeId, TypeConfig};
 use crate::db::LogDb;
 
+/// How many of the newest entries the tail keeps.
+const TAIL_LEN: usize = 4096;
+
+/// The newest log entries, contiguous, mirroring the end of `raft.db`.
+type Tail = Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>;
+
 /// openraft's log storage over [`LogDb`].
 #[derive(Clone, Debug)]
 pub struct LogStore {
     db: LogDb,
+    tail: Tail,
 }
 
 impl LogStore {
     /// A log store over an opened `raft.db`.
     pub fn new(db: LogDb) -> Self {
-        Self { db }
+        Self {
+            db,
+            tail: Tail::default(),
+        }
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Entries `from..to` from the tail, if the tail covers `from`.
+    fn from_tail(&self, from: u64, to: u64) -> Option<Vec<Entry<TypeConfig>>> {
+        let tail = self.tail();
+        let (first, _) = tail.first_key_value()?;
+        (*first <= from && from < to)
+            .then(|| tail.range(from..to).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -45,6 +70,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
+        if let Some(entries) = self.from_tail(from, to) {
+            return Ok(entries);
+        }
         let blobs = self.db.range(from, to).await.map_err(|e| io_err(&e))?;
         let entries: Result<Vec<_>, serde_json::Error> = blobs.iter().map(|b| decode(b)).collect();
         entries.map_err(|e| io_err(&e))
@@ -82,25 +110,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db.get_meta("vote").await.map_err(|e| io_err(&e))
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<NodeId>>,
-    ) -> Result<(), StorageError<NodeId>> {
-        self.db
-            .put_meta("committed", &committed)
-            .await
-            .map_err(|e| io_err(&e))
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self
-            .db
-            .get_meta::<Option<LogId<NodeId>>>("committed")
-            .await
-            .map_err(|e| io_err(&e))?
-            .flatten())
-    }
-
     async fn append<I>(
         &mut self,
         entries: I,
@@ -111,9 +120,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut rows = Vec::new();
+        let mut fresh = Vec::new();
         for entry in entries {
             let blob = serde_json::to_vec(&entry).map_err(|e| io_err(&e))?;
             rows.push((entry.get_log_id().index, blob));
+            fresh.push(entry);
+        }
+        {
+            let mut tail = self.tail();
+            if fresh.first().is_some_and(|e| {
+                tail.last_key_value()
+                    .is_some_and(|(k, _)| *k + 1 != e.log_id.index)
+            }) {
+                tail.clear(); // not contiguous with what we hold: start the tail afresh
+            }
+            for entry in fresh {
+                tail.insert(entry.log_id.index, entry);
+            }
+            while tail.len() > TAIL_LEN {
+                tail.pop_first();
+            }
         }
         let result = self.db.append(&rows).await;
         match result {
@@ -129,6 +155,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.tail().retain(|idx, _| *idx < log_id.index);
         self.db
             .truncate_from(log_id.index)
             .await
@@ -136,6 +163,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.tail().retain(|idx, _| *idx > log_id.index);
         self.db
             .purge_upto(log_id.index, &log_id)
             .await

@@ -31,23 +31,24 @@ impl fmt::Display for MemberNode {
     }
 }
 
+/// The payload of one raft entry: key-space commands proposed together, so
+/// concurrent writes share one log append and one fsync (group commit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Command>);
+
 /// What applying one log entry produced.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "almost every entry is a command; boxing would allocate per write"
-)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     /// A blank or membership entry: no key-space result.
     Nothing,
-    /// A key-space command and its outcome.
-    Key(Result<Event, KeyError>),
+    /// The outcome of each command of a batch, in order.
+    Keys(Vec<Result<Event, KeyError>>),
 }
 
 openraft::declare_raft_types!(
     /// Shoal's raft type configuration.
     pub TypeConfig:
-        D = Command,
+        D = Batch,
         R = Applied,
         Node = MemberNode,
         SnapshotData = Cursor<Vec<u8>>,

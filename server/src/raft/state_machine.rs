@@ -158,7 +158,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 self.last_applied = Some(entry.log_id);
                 out.push(match entry.payload {
                     EntryPayload::Blank => Applied::Nothing,
-                    EntryPayload::Normal(cmd) => Applied::Key(keys.apply(&cmd)),
+                    EntryPayload::Normal(batch) => {
+                        Applied::Keys(batch.0.iter().map(|cmd| keys.apply(cmd)).collect())
+                    }
                     EntryPayload::Membership(m) => {
                         self.membership = StoredMembership::new(Some(entry.log_id), m);
                         Applied::Nothing
