@@ -43,7 +43,7 @@ impl LogStore {
     }
 
     /// Entries `from..to` from the tail, if the tail covers `from`.
-    fn from_tail(&self, from: u64, to: u64) -> Option<Vec<Entry<TypeConfig>>> {
+    fn read_tail(&self, from: u64, to: u64) -> Option<Vec<Entry<TypeConfig>>> {
         let tail = self.tail();
         let (first, _) = tail.first_key_value()?;
         (*first <= from && from < to)
@@ -70,7 +70,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
-        if let Some(entries) = self.from_tail(from, to) {
+        if let Some(entries) = self.read_tail(from, to) {
             return Ok(entries);
         }
         let blobs = self.db.range(from, to).await.map_err(|e| io_err(&e))?;
