@@ -162,8 +162,17 @@ impl Member {
     }
 
     /// Writes through the leader (forwarding if needed); waits at most the write timeout.
+    /// The answer comes once this member has applied the write too, so a read
+    /// on the same member right after it sees it (read-your-writes).
     pub async fn write(&self, op: Op) -> Result<Event, ServeError> {
-        let outcome = tokio::time::timeout(self.timeouts.write, self.write_inner(op)).await;
+        let write_and_catch_up = async {
+            let event = self.write_inner(op).await?;
+            let mut applied = self.keys.subscribe();
+            // The sender lives as long as the member; if it is gone we are shutting down anyway.
+            let _ = applied.wait_for(|index| *index >= event.index).await;
+            Ok(event)
+        };
+        let outcome = tokio::time::timeout(self.timeouts.write, write_and_catch_up).await;
         let result = outcome.unwrap_or_else(|_| {
             Err(ServeError::Unavailable(format!(
                 "no quorum answered within {:?}; the write may or may not have happened",
