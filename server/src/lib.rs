@@ -12,6 +12,7 @@ pub mod keyspace;
 pub mod member;
 pub mod proposer;
 pub mod raft;
+pub mod read_index;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -122,6 +123,7 @@ pub async fn run(
             write: settings.write_timeout,
         },
         proposer: member::Proposer::start(raft.clone()),
+        read_index: read_index::ReadIndex::default(),
     });
 
     let mut servers = tokio::task::JoinSet::new();

@@ -20,6 +20,7 @@ use crate::keyspace::{ErrorCode, Event, KeyError, Op};
 pub use crate::proposer::Proposer;
 use crate::raft::state_machine::Shared;
 use crate::raft::{MemberNode, NodeId, Raft};
+use crate::read_index::ReadIndex;
 
 /// Why a write or a linearizable read could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -117,6 +118,8 @@ pub struct Member {
     pub timeouts: Timeouts,
     /// Batches this member's proposals while it leads.
     pub proposer: Proposer,
+    /// Coalesces linearizable reads while it leads.
+    pub read_index: ReadIndex,
 }
 
 impl std::fmt::Debug for Member {
@@ -224,7 +227,7 @@ impl Member {
         let barrier = async {
             loop {
                 if self.is_leader() {
-                    if let Ok(Some(index)) = self.read_index().await {
+                    if let Ok(index) = self.read_index().await {
                         return self.wait_applied(index).await;
                     }
                 } else if let Some((_, node)) = self.leader() {
@@ -249,13 +252,8 @@ impl Member {
     }
 
     /// The leader's read index: confirmed with a quorum, and applied locally.
-    pub async fn read_index(&self) -> Result<Option<u64>, ServeError> {
-        let log_id = self
-            .raft
-            .ensure_linearizable()
-            .await
-            .map_err(|e| ServeError::Unavailable(e.to_string()))?;
-        Ok(Some(log_id.map_or(0, |l| l.index)))
+    pub async fn read_index(&self) -> Result<u64, ServeError> {
+        self.read_index.get(&self.raft).await
     }
 
     async fn wait_applied(&self, index: u64) -> Result<(), ServeError> {

@@ -80,7 +80,7 @@ async fn write(
 }
 
 async fn read_index(State(m): State<Arc<Member>>) -> Json<Result<u64, ServeError>> {
-    Json(m.read_index().await.map(Option::unwrap_or_default))
+    Json(m.read_index().await)
 }
 
 async fn add_member(

@@ -308,7 +308,6 @@ impl KeySpace {
                 return Err(self.err(ErrorCode::NotFile, key));
             }
             prev_node = Some(self.render(key, &existing, false, false, now));
-            self.remove_tree(key);
         }
         let entry = Entry {
             value: value.map(str::to_owned),
