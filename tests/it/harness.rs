@@ -50,24 +50,26 @@ impl Flavor {
     /// The server binary; panics with instructions when it is missing.
     pub fn binary(self) -> PathBuf {
         match self {
-            Flavor::Shoal => {
-                let dir = std::env::var_os("SHOAL_BIN_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| {
-                        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
-                    });
-                let bin = dir.join("shoal-server");
-                assert!(
-                    bin.is_file(),
-                    "{} does not exist: run `cargo build --workspace --bins` first \
-                     (or point SHOAL_BIN_DIR at the directory holding shoal-server)",
-                    bin.display()
-                );
-                bin
-            }
+            Flavor::Shoal => shoal_binary("shoal-server"),
             Flavor::Etcd => require_tool("etcd", "etcd-server"),
         }
     }
+}
+
+/// One of the workspace's binaries (`shoal-server`, `shoal-agent`, `shoalctl`),
+/// from `SHOAL_BIN_DIR` or `target/debug`; panics with instructions when missing.
+pub fn shoal_binary(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SHOAL_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} does not exist: run `cargo build --workspace --bins` first \
+         (or point SHOAL_BIN_DIR at the directory holding it)",
+        bin.display()
+    );
+    bin
 }
 
 /// Path of a system tool the tests need; a missing tool is a test failure, not a skip.

@@ -3,14 +3,13 @@
 //! holder that stops renewing loses its slot when its TTL lapses, and a watch
 //! on a follower sees a write made through another member.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 
-use crate::harness::{heavy_test_lock, Cluster, Flavor, V2};
+use crate::harness::{heavy_test_lock, shoal_binary, Cluster, Flavor, V2};
 
 async fn post(url: &str, body: Value) -> Result<(u16, Value)> {
     let resp = reqwest::Client::new().post(url).json(&body).send().await?;
@@ -18,12 +17,6 @@ async fn post(url: &str, body: Value) -> Result<(u16, Value)> {
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
-fn shoalctl() -> PathBuf {
-    let dir = std::env::var_os("SHOAL_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
-    dir.join("shoalctl")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semaphore_election_and_cross_member_watch() -> Result<()> {
@@ -194,7 +187,7 @@ fn body_token(state: &Value, holder: &str) -> Result<u64> {
 }
 
 fn cmd_status(urls: &[String]) -> Result<Option<i32>> {
-    let status = Command::new(shoalctl())
+    let status = Command::new(shoal_binary("shoalctl"))
         .args([
             "--endpoints",
             &urls.join(","),
