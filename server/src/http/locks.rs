@@ -69,6 +69,36 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Box<Response>> {
     })
 }
 
+/// Parses a JSON body that names a slot holder, and checks both names.
+fn slot_request<T>(
+    b: Result<Json<T>, JsonRejection>,
+    (kind, name): (&str, &str),
+    who_kind: &str,
+    who: impl Fn(&T) -> &str,
+) -> Result<T, Box<Response>> {
+    let req = body(b)?;
+    check(&[(kind, name), (who_kind, who(&req))])?;
+    Ok(req)
+}
+
+/// Gives back `holder`'s slot under `root/name`; `Ok(false)` when it held none.
+async fn give_back(
+    member: &Member,
+    root: &str,
+    name: &str,
+    holder: &str,
+) -> Result<bool, ServeError> {
+    let op = Op::Release {
+        dir: format!("{root}/{name}"),
+        holder: holder.to_owned(),
+    };
+    match member.write(op).await {
+        Ok(_) => Ok(true),
+        Err(ServeError::Key(e)) if e.code == ErrorCode::KeyNotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The holders of the slot directory `dir`, oldest first.
 fn state(member: &Member, root: &str, name: &str) -> LockState {
     let dir = format!("{root}/{name}");
@@ -162,13 +192,12 @@ pub async fn acquire(
     Path(name): Path<String>,
     req: Result<Json<AcquireRequest>, JsonRejection>,
 ) -> Response {
-    let req = match body(req) {
+    let req = match slot_request(req, ("lock", &name), "holder", |r: &AcquireRequest| {
+        &r.holder
+    }) {
         Ok(r) => r,
         Err(r) => return *r,
     };
-    if let Err(r) = check(&[("lock", &name), ("holder", &req.holder)]) {
-        return *r;
-    }
     if req.limit == 0 || req.ttl == 0 {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -209,22 +238,15 @@ pub async fn release(
     Path(name): Path<String>,
     req: Result<Json<ReleaseRequest>, JsonRejection>,
 ) -> Response {
-    let req = match body(req) {
+    let req = match slot_request(req, ("lock", &name), "holder", |r: &ReleaseRequest| {
+        &r.holder
+    }) {
         Ok(r) => r,
         Err(r) => return *r,
     };
-    if let Err(r) = check(&[("lock", &name), ("holder", &req.holder)]) {
-        return *r;
-    }
-    match member
-        .write(Op::Release {
-            dir: format!("{LOCKS}/{name}"),
-            holder: req.holder.clone(),
-        })
-        .await
-    {
-        Ok(_) => Json(state(&member, LOCKS, &name)).into_response(),
-        Err(ServeError::Key(e)) if e.code == ErrorCode::KeyNotFound => api_error(
+    match give_back(&member, LOCKS, &name, &req.holder).await {
+        Ok(true) => Json(state(&member, LOCKS, &name)).into_response(),
+        Ok(false) => api_error(
             StatusCode::NOT_FOUND,
             "not_held",
             format!("{} does not hold lock {name}", req.holder),
@@ -264,13 +286,15 @@ pub async fn campaign(
     Path(name): Path<String>,
     req: Result<Json<CampaignRequest>, JsonRejection>,
 ) -> Response {
-    let req = match body(req) {
+    let req = match slot_request(
+        req,
+        ("election", &name),
+        "candidate",
+        |r: &CampaignRequest| &r.candidate,
+    ) {
         Ok(r) => r,
         Err(r) => return *r,
     };
-    if let Err(r) = check(&[("election", &name), ("candidate", &req.candidate)]) {
-        return *r;
-    }
     if req.ttl == 0 {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -314,22 +338,18 @@ pub async fn resign(
     Path(name): Path<String>,
     req: Result<Json<ResignRequest>, JsonRejection>,
 ) -> Response {
-    let req = match body(req) {
+    let req = match slot_request(
+        req,
+        ("election", &name),
+        "candidate",
+        |r: &ResignRequest| &r.candidate,
+    ) {
         Ok(r) => r,
         Err(r) => return *r,
     };
-    if let Err(r) = check(&[("election", &name), ("candidate", &req.candidate)]) {
-        return *r;
-    }
-    match member
-        .write(Op::Release {
-            dir: format!("{ELECTIONS}/{name}"),
-            holder: req.candidate.clone(),
-        })
-        .await
-    {
-        Ok(_) => StatusCode::OK.into_response(),
-        Err(ServeError::Key(e)) if e.code == ErrorCode::KeyNotFound => api_error(
+    match give_back(&member, ELECTIONS, &name, &req.candidate).await {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => api_error(
             StatusCode::NOT_FOUND,
             "not_leader",
             format!("{} does not lead election {name}", req.candidate),
