@@ -393,6 +393,24 @@ impl Client {
         })
     }
 
+    /// Like [`Client::with_endpoints`], sending `headers` (e.g. `Authorization`)
+    /// with every request.
+    pub fn with_default_headers(
+        endpoints: Vec<Url>,
+        headers: HeaderMap,
+    ) -> Result<Self, ClientError> {
+        let mut client = Self::with_endpoints(endpoints)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+            .default_headers(headers)
+            .build()
+            .map_err(ClientError::Build)?;
+        if let Some(inner) = Arc::get_mut(&mut client.inner) {
+            inner.http = http;
+        }
+        Ok(client)
+    }
+
     /// The endpoints this client tries, in order.
     pub fn endpoints(&self) -> &[Url] {
         &self.inner.endpoints
@@ -759,6 +777,81 @@ impl Client {
             Method::POST,
             &["api", "v1", "elections", name, "resign"],
             Some(req),
+            Duration::ZERO,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `GET /api/v1/machines`: every machine with a live lease.
+    pub async fn machines(&self) -> Result<Vec<crate::fleet::Machine>, ClientError> {
+        self.json_call::<()>(
+            Method::GET,
+            &["api", "v1", "machines"],
+            None,
+            Duration::ZERO,
+        )
+        .await?
+        .json()
+    }
+
+    /// `POST /api/v1/units`: submits a unit, or a new revision of one.
+    pub async fn submit_unit(
+        &self,
+        unit: &crate::fleet::Unit,
+    ) -> Result<crate::fleet::UnitStatus, ClientError> {
+        self.json_call(
+            Method::POST,
+            &["api", "v1", "units"],
+            Some(unit),
+            Duration::ZERO,
+        )
+        .await?
+        .json()
+    }
+
+    /// `GET /api/v1/units`: every unit with its instances, desired and actual.
+    pub async fn units(&self) -> Result<Vec<crate::fleet::UnitStatus>, ClientError> {
+        self.json_call::<()>(Method::GET, &["api", "v1", "units"], None, Duration::ZERO)
+            .await?
+            .json()
+    }
+
+    /// `GET /api/v1/units/{name}`; fails with code `not_found`.
+    pub async fn unit(&self, name: &str) -> Result<crate::fleet::UnitStatus, ClientError> {
+        self.json_call::<()>(
+            Method::GET,
+            &["api", "v1", "units", name],
+            None,
+            Duration::ZERO,
+        )
+        .await?
+        .json()
+    }
+
+    /// `POST /api/v1/units/{name}/start` or `/stop`: sets the desired state.
+    pub async fn set_unit_desired(
+        &self,
+        name: &str,
+        launched: bool,
+    ) -> Result<crate::fleet::UnitStatus, ClientError> {
+        let action = if launched { "start" } else { "stop" };
+        self.json_call::<()>(
+            Method::POST,
+            &["api", "v1", "units", name, action],
+            None,
+            Duration::ZERO,
+        )
+        .await?
+        .json()
+    }
+
+    /// `DELETE /api/v1/units/{name}`: destroys a unit; its containers go away.
+    pub async fn destroy_unit(&self, name: &str) -> Result<(), ClientError> {
+        self.json_call::<()>(
+            Method::DELETE,
+            &["api", "v1", "units", name],
+            None,
             Duration::ZERO,
         )
         .await?;

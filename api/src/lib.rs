@@ -6,6 +6,7 @@
 pub mod client;
 pub mod elections;
 pub mod error;
+pub mod fleet;
 pub mod keys;
 pub mod locks;
 pub mod members;

@@ -4,6 +4,7 @@
 //! exit code; each command group lives in its own module.
 
 mod elections;
+mod fleet;
 mod keys;
 mod locks;
 mod members;
@@ -63,6 +64,20 @@ enum Command {
     Lock(locks::LockArgs),
     /// Campaign to lead an election and hold leadership until Ctrl-C.
     Elect(elections::ElectArgs),
+    /// Submit units from TOML or JSON files (a new revision if they exist).
+    Submit(fleet::SubmitArgs),
+    /// Start units: place them and run their containers.
+    Start(fleet::NamesArgs),
+    /// Stop units: their containers go away, the units stay submitted.
+    Stop(fleet::NamesArgs),
+    /// Destroy units.
+    Destroy(fleet::NamesArgs),
+    /// List units with their instances, desired and actual state.
+    ListUnits,
+    /// List the machines of the fleet.
+    ListMachines,
+    /// Show units' instances in detail.
+    Status(fleet::NamesArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +112,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Member(c) => members::run(&client, &out, c).await,
         Command::Lock(a) => locks::run(&client, &out, a).await,
         Command::Elect(a) => elections::run(&client, &out, a).await,
+        Command::Submit(a) => fleet::submit(&client, &out, a).await,
+        Command::Start(a) => fleet::set_desired(&client, &out, a, true).await,
+        Command::Stop(a) => fleet::set_desired(&client, &out, a, false).await,
+        Command::Destroy(a) => fleet::destroy(&client, &out, a).await,
+        Command::ListUnits => fleet::list_units(&client, &out).await,
+        Command::ListMachines => fleet::list_machines(&client, &out).await,
+        Command::Status(a) => fleet::status(&client, &out, a).await,
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod db;
+pub mod engine;
 pub mod expiry;
 pub mod http;
 pub mod keyspace;
@@ -139,6 +140,11 @@ pub async fn run(
         let app = http::client_router(member.clone(), settings.max_request_bytes);
         servers.spawn(async move { axum::serve(listener, app).await.context("client server") });
     }
+    let engine_member = member.clone();
+    servers.spawn(async move {
+        engine::run(engine_member).await;
+        Ok(())
+    });
     servers.spawn(async move {
         expiry::run(member).await;
         Ok(())

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod differential;
+mod fleet;
 mod harness;
 mod hostile;
 mod membership;

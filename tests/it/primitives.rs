@@ -17,7 +17,6 @@ async fn post(url: &str, body: Value) -> Result<(u16, Value)> {
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semaphore_election_and_cross_member_watch() -> Result<()> {
     let _serial = heavy_test_lock().await;

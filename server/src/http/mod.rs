@@ -3,6 +3,7 @@
 //! calls between members. Peers never reach the client port and clients have
 //! no business on the peer port.
 
+pub mod fleet;
 pub mod form;
 pub mod keys;
 pub mod locks;
@@ -38,6 +39,15 @@ pub fn client_router(member: Arc<Member>, max_body: usize) -> Router {
         .route("/v2/stats/self", get(stats::self_stats))
         .route("/v2/stats/leader", get(stats::leader_stats))
         .route("/v2/stats/store", get(stats::store_stats))
+        .route("/api/v1/machines", get(fleet::machines))
+        .route("/api/v1/machines/{id}", get(fleet::machine))
+        .route("/api/v1/units", get(fleet::units).post(fleet::submit))
+        .route(
+            "/api/v1/units/{name}",
+            get(fleet::unit).delete(fleet::destroy),
+        )
+        .route("/api/v1/units/{name}/start", post(fleet::start))
+        .route("/api/v1/units/{name}/stop", post(fleet::stop))
         .route("/api/v1/locks", get(locks::list))
         .route("/api/v1/locks/{name}", get(locks::show))
         .route("/api/v1/locks/{name}/acquire", post(locks::acquire))

@@ -1,0 +1,255 @@
+//! The fleet: machines, units and their placement, as stored in the key
+//! space and served by `/api/v1/machines` and `/api/v1/units`.
+//!
+//! Key layout (all JSON values, hidden under `/_shoal` so listings of `/`
+//! stay clean, but readable and watchable like any key):
+//! - `/_shoal/machines/<machine id>`: [`Machine`], TTL lease renewed by the agent.
+//! - `/_shoal/units/<unit name>`: [`Unit`]; its modified index is the unit's revision.
+//! - `/_shoal/placements/<instance>`: [`Placement`], written by the engine with
+//!   compare-and-swap (`prevExist=false` to place, `prevIndex` to move/remove).
+//! - `/_shoal/states/<instance>`: [`InstanceState`], written by the agent running it.
+//! - `/_shoal/unplaced/<instance>`: why the engine cannot place it (a JSON string).
+//!
+//! An instance is `<unit>` for a single unit, `<unit>@<n>` (n = 1..replicas)
+//! for a replicated one, and `<unit>@<machine id>` for a global one.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Key-space directory of machine records.
+pub const MACHINES_DIR: &str = "/_shoal/machines";
+/// Key-space directory of unit specs.
+pub const UNITS_DIR: &str = "/_shoal/units";
+/// Key-space directory of placements.
+pub const PLACEMENTS_DIR: &str = "/_shoal/placements";
+/// Key-space directory of reported instance states.
+pub const STATES_DIR: &str = "/_shoal/states";
+/// Key-space directory of reasons instances are not placed.
+pub const UNPLACED_DIR: &str = "/_shoal/unplaced";
+
+/// A host in the fleet, as its agent registers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Machine {
+    /// Stable machine id (from `/etc/machine-id` unless overridden).
+    pub id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Addresses other machines reach it on.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Operator metadata, e.g. `region=eu`, `disk=ssd`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// CPU capacity in millicores.
+    pub cpu_millis: u64,
+    /// Memory capacity in MiB.
+    pub memory_mb: u64,
+    /// Docker engine version, if reachable.
+    #[serde(default)]
+    pub docker_version: String,
+    /// OS version (filled in by the update engine).
+    #[serde(default)]
+    pub os_version: String,
+    /// Active A/B slot (filled in by the update engine).
+    #[serde(default)]
+    pub active_slot: String,
+    /// True while the machine asks to have its units moved away.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// What the operator wants of a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    /// Submitted, not placed.
+    #[default]
+    Inactive,
+    /// Placed and running.
+    Launched,
+}
+
+/// How many copies of an instance may run during faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitKind {
+    /// At least once: moved as soon as its machine's lease lapses.
+    #[default]
+    Replicated,
+    /// At most once: the agent stops it when it cannot renew its lease, and
+    /// the engine moves it only after a grace period beyond the lease TTL.
+    Exclusive,
+}
+
+/// Docker restart policy of a unit's containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart.
+    No,
+    /// Restart whenever it stops.
+    #[default]
+    Always,
+    /// Restart when it exits non-zero.
+    OnFailure,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    /// Port on the host (0: let Docker choose).
+    #[serde(default)]
+    pub host: u16,
+    /// Port inside the container.
+    pub container: u16,
+    /// `tcp` or `udp`.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// Host address to bind (default all).
+    #[serde(default)]
+    pub host_ip: String,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+/// Where a unit may and may not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub struct Placement {
+    /// Number of instances (`name@1..N`); 0 or 1 means a single instance named `name`.
+    #[serde(default)]
+    pub replicas: u32,
+    /// One instance on every matching machine.
+    #[serde(default)]
+    pub global: bool,
+    /// Required machine metadata: each key must have one of the listed values (fleet's `MachineMetadata`).
+    #[serde(default)]
+    pub machine_metadata: BTreeMap<String, Vec<String>>,
+    /// Run only on this machine (fleet's `MachineID`).
+    #[serde(default)]
+    pub machine_id: Option<String>,
+    /// Run on the machine where this unit's instance runs (fleet's `MachineOf`).
+    #[serde(default)]
+    pub machine_of: Option<String>,
+    /// Never share a machine with instances of units matching these names or globs (fleet's `Conflicts`).
+    #[serde(default)]
+    pub conflicts: Vec<String>,
+    /// Spread instances evenly across the values of this metadata key.
+    #[serde(default)]
+    pub spread: Option<String>,
+}
+
+/// A unit: a container spec plus placement rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unit {
+    /// Unit name: `[A-Za-z0-9._-]`, no `@`.
+    pub name: String,
+    /// Container image.
+    pub image: String,
+    /// Command and arguments (empty: the image's default).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    /// Bind mounts, `host:container[:ro]`.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Restart policy.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// CPU request in millicores.
+    #[serde(default)]
+    pub cpu_millis: u64,
+    /// Memory request in MiB.
+    #[serde(default)]
+    pub memory_mb: u64,
+    /// Extra container labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Placement rules.
+    #[serde(default)]
+    pub placement: Placement,
+    /// Replicated (at least once) or exclusive (at most once).
+    #[serde(default)]
+    pub kind: UnitKind,
+    /// Desired state.
+    #[serde(default)]
+    pub desired: Desired,
+}
+
+/// The engine's decision for one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Unit name.
+    pub unit: String,
+    /// Instance name.
+    pub instance: String,
+    /// The machine that runs it.
+    pub machine_id: String,
+    /// The unit revision (modified index of its spec) it should run.
+    pub revision: u64,
+}
+
+/// What an agent reports about one instance it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct InstanceState {
+    /// Instance name.
+    pub instance: String,
+    /// The reporting machine.
+    pub machine_id: String,
+    /// Docker container id.
+    #[serde(default)]
+    pub container_id: String,
+    /// Docker's state: `created`, `running`, `exited`, ... or `pulling`, `failed`.
+    pub state: String,
+    /// Last exit code, if it exited.
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    /// How many times it was restarted.
+    #[serde(default)]
+    pub restarts: u64,
+    /// When the container last started.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Published ports as `host_ip:host_port->container_port/proto`.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// The last error, in words.
+    #[serde(default)]
+    pub error: String,
+    /// The unit revision running.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+/// One instance as `GET /api/v1/units` shows it: desired and actual side by side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// Instance name.
+    pub instance: String,
+    /// Where the engine placed it, if anywhere.
+    pub machine_id: Option<String>,
+    /// What the agent reports.
+    pub actual: Option<InstanceState>,
+    /// Why it is not placed, when it is not.
+    pub unplaced_reason: Option<String>,
+}
+
+/// A unit with its instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    /// The unit spec.
+    pub unit: Unit,
+    /// Its revision.
+    pub revision: u64,
+    /// Its instances.
+    pub instances: Vec<InstanceStatus>,
+}

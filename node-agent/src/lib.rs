@@ -1,0 +1,60 @@
+//! shoal-agent: registers this machine under a TTL lease, runs the unit
+//! instances placed on it as Docker containers, reports their state, fences
+//! itself when its lease lapses, and serves the key API to local containers.
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | `config` | flags / `SHOAL_*` env / TOML file merged into `Settings` |
+//! | `machine` | facts for the machine record |
+//! | `lease` | the machine lease and the last-renewal time used for fencing |
+//! | `docker` | the only bollard user: list/create/start/stop/remove/inspect/logs/events |
+//! | `reconcile` | the pure desired-vs-actual `plan`, passes, state reports, self-fencing |
+//! | `local` | the local `/v2/keys` (and `/v1/keys`) forwarder and the journal endpoint |
+//! | `install` | `shoal-agent install`: config file and systemd unit |
+
+pub mod config;
+pub mod docker;
+pub mod install;
+pub mod lease;
+pub mod local;
+pub mod machine;
+pub mod reconcile;
+
+use std::time::Duration;
+
+use api::client::parse_endpoints;
+use api::Client;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+
+/// A cluster client for `servers`, with `Authorization: Bearer` when a token is given.
+pub fn cluster_client(servers: &str, token: Option<&str>) -> anyhow::Result<Client> {
+    let endpoints = parse_endpoints(servers)?;
+    match token {
+        None => Ok(Client::with_endpoints(endpoints)?),
+        Some(t) => {
+            let mut value = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                anyhow::anyhow!("the token holds characters not allowed in a header")
+            })?;
+            value.set_sensitive(true);
+            let headers = HeaderMap::from_iter([(AUTHORIZATION, value)]);
+            Ok(Client::with_default_headers(endpoints, headers)?)
+        }
+    }
+}
+
+/// Retries `f` until it succeeds or `attempts` are used, sleeping `pause` between.
+pub async fn retry<T, E, F, Fut>(attempts: u32, pause: Duration, mut f: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut n = 0;
+    loop {
+        n += 1;
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if n >= attempts => return Err(e),
+            Err(_) => tokio::time::sleep(pause).await,
+        }
+    }
+}
