@@ -55,7 +55,7 @@ fn containers(run: &str) -> Result<Vec<(String, String, String)>> {
         .args([
             "ps",
             "--filter",
-            &format!("label=shoal.machine"),
+            "label=shoal.machine",
             "--format",
             "{{.Label \"shoal.instance\"}} {{.Label \"shoal.machine\"}} {{.State}}",
         ])
