@@ -159,17 +159,7 @@ pub fn error_line(err: &anyhow::Error) -> (String, u8) {
     }
 }
 
-/// An error and its causes on one line, `outer: cause: root cause`, for warnings.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use api::error::error_chain;
 
 /// Prints the error line to stderr and returns the matching exit code.
 pub fn report_error(err: &anyhow::Error) -> ExitCode {

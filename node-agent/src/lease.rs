@@ -176,17 +176,7 @@ impl Lease {
     }
 }
 
-/// `error: cause: cause` on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
+pub use api::error::error_chain;
 
 #[cfg(test)]
 mod tests {

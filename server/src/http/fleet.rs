@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use api::error::{ApiError, ApiErrorBody};
 use api::fleet::{Desired, InstanceStatus, Machine, Unit, UnitStatus, UNITS_DIR};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -16,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 
+use super::api_error;
 use crate::engine::view::{instance_names, unit_of, FleetView, RawFleet, UnitView};
 use crate::keyspace::{ErrorCode, Op, Precondition};
 use crate::member::{Member, ServeError};
@@ -24,16 +24,6 @@ use crate::member::{Member, ServeError};
 pub const MAX_REPLICAS: u32 = 1000;
 /// How often start/stop retries a compare-and-swap that lost a race.
 const CAS_ATTEMPTS: usize = 20;
-
-fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = ApiErrorBody {
-        error: ApiError {
-            code: code.into(),
-            message: message.into(),
-        },
-    };
-    (status, Json(body)).into_response()
-}
 
 fn bad_request(message: impl Into<String>) -> Response {
     api_error(StatusCode::BAD_REQUEST, "bad_request", message)

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::elections::{CampaignRequest, Leader, ResignRequest};
-use api::error::{ApiError, ApiErrorBody};
 use api::locks::{AcquireRequest, Holder, LockList, LockState, ReleaseRequest};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -19,6 +18,7 @@ use axum::Json;
 use chrono::Utc;
 use tokio::time::Instant;
 
+use super::api_error;
 use crate::keyspace::{ErrorCode, Op};
 use crate::member::{Member, ServeError};
 
@@ -26,16 +26,6 @@ const LOCKS: &str = "/_shoal/locks";
 const ELECTIONS: &str = "/_shoal/elections";
 /// The longest a request may ask to wait for a slot.
 const MAX_WAIT: Duration = Duration::from_secs(300);
-
-fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = ApiErrorBody {
-        error: ApiError {
-            code: code.into(),
-            message: message.into(),
-        },
-    };
-    (status, Json(body)).into_response()
-}
 
 /// Lock, holder and candidate names are one path component of safe characters.
 fn valid_name(s: &str) -> bool {

@@ -62,6 +62,15 @@ pub fn client_router(member: Arc<Member>, max_body: usize) -> Router {
         .with_state(member)
 }
 
+/// An `/api/v1` error answer: `{"error":{"code":...,"message":...}}` with `status`.
+pub fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let error = api::error::ApiError {
+        code: code.into(),
+        message: message.into(),
+    };
+    (status, Json(api::error::ApiErrorBody { error })).into_response()
+}
+
 /// Rewrites the body-limit layer's plain-text 413 into the JSON error body of
 /// the API the request was for.
 async fn too_large_as_json(req: Request, next: Next, max_body: usize) -> Response {
@@ -71,17 +80,12 @@ async fn too_large_as_json(req: Request, next: Next, max_body: usize) -> Respons
         return resp;
     }
     let message = format!("request body larger than {max_body} bytes");
-    let mut resp = if etcd_style {
-        Json(KeyError::new(ErrorCode::InvalidForm, message, 0).to_wire()).into_response()
+    if etcd_style {
+        let body = KeyError::new(ErrorCode::InvalidForm, message, 0).to_wire();
+        (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response()
     } else {
-        let error = api::error::ApiError {
-            code: "too_large".into(),
-            message,
-        };
-        Json(api::error::ApiErrorBody { error }).into_response()
-    };
-    *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-    resp
+        api_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
 }
 
 /// Routes on the peer port, guarded by the cluster token.
