@@ -4,7 +4,8 @@
 //! Key layout (all JSON values, hidden under `/_shoal` so listings of `/`
 //! stay clean, but readable and watchable like any key):
 //! - `/_shoal/machines/<machine id>`: [`Machine`], TTL lease renewed by the agent.
-//! - `/_shoal/units/<unit name>`: [`Unit`]; its modified index is the unit's revision.
+//! - `/_shoal/units/<unit name>`: [`Unit`]; [`Unit::container_revision`] tells
+//!   whether a change must recreate its containers.
 //! - `/_shoal/placements/<instance>`: [`Placement`], written by the engine with
 //!   compare-and-swap (`prevExist=false` to place, `prevIndex` to move/remove).
 //! - `/_shoal/states/<instance>`: [`InstanceState`], written by the agent running it.
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Key-space directory of machine records.
 pub const MACHINES_DIR: &str = "/_shoal/machines";
@@ -185,6 +187,32 @@ pub struct Unit {
     pub desired: Desired,
 }
 
+impl Unit {
+    /// The revision of what runs in the container: a digest of the fields
+    /// Docker sees (image, command, env, ports, volumes, restart policy,
+    /// resources, labels). Starting, stopping, scaling or re-placing a unit
+    /// leaves it unchanged, so those never recreate running containers.
+    pub fn container_revision(&self) -> u64 {
+        let fields = serde_json::json!([
+            self.image,
+            self.command,
+            self.env,
+            self.ports,
+            self.volumes,
+            self.restart,
+            self.cpu_millis,
+            self.memory_mb,
+            self.labels,
+            self.kind,
+        ]);
+        let digest = Sha256::digest(fields.to_string().as_bytes());
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest[..8]);
+        // Stays within i64 so it survives every store and label round trip.
+        u64::from_be_bytes(bytes) >> 1
+    }
+}
+
 /// The engine's decision for one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
@@ -194,7 +222,7 @@ pub struct Assignment {
     pub instance: String,
     /// The machine that runs it.
     pub machine_id: String,
-    /// The unit revision (modified index of its spec) it should run.
+    /// The container revision ([`Unit::container_revision`]) it should run.
     pub revision: u64,
 }
 
@@ -225,7 +253,7 @@ pub struct InstanceState {
     /// The last error, in words.
     #[serde(default)]
     pub error: String,
-    /// The unit revision running.
+    /// The container revision running.
     #[serde(default)]
     pub revision: u64,
 }
@@ -252,4 +280,29 @@ pub struct UnitStatus {
     pub revision: u64,
     /// Its instances.
     pub instances: Vec<InstanceStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit() -> Unit {
+        serde_json::from_value(
+            serde_json::json!({ "name": "web", "image": "busybox", "command": ["sleep", "9"] }),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn container_revision_ignores_placement_and_desired_state() {
+        let base = unit();
+        let mut scaled = base.clone();
+        scaled.placement.replicas = 5;
+        scaled.desired = Desired::Launched;
+        assert_eq!(base.container_revision(), scaled.container_revision());
+        let mut changed = base.clone();
+        changed.env.insert("MODE".into(), "x".into());
+        assert_ne!(base.container_revision(), changed.container_revision());
+        assert!(i64::try_from(base.container_revision()).is_ok());
+    }
 }

@@ -58,7 +58,7 @@ pub struct DesiredInstance {
     pub instance: String,
     /// Its unit spec.
     pub unit: Unit,
-    /// The revision to run: the modified index of the unit spec.
+    /// The revision to run: [`api::fleet::Unit::container_revision`].
     pub revision: u64,
     /// Modified index of the placement (the fencing token).
     pub placement_index: u64,
@@ -225,25 +225,24 @@ pub struct PlacementEntry {
 }
 
 /// The instances `machine_id` should run: its placements whose unit exists
-/// and is launched. The revision is the unit spec's modified index, the only
-/// spec the agent can read.
+/// and is launched, each with its unit's container revision.
 pub fn desired_instances(
     machine_id: &str,
     placements: &[PlacementEntry],
-    units: &BTreeMap<String, (Unit, u64)>,
+    units: &BTreeMap<String, Unit>,
 ) -> BTreeMap<String, DesiredInstance> {
     placements
         .iter()
         .filter(|p| p.assignment.machine_id == machine_id)
         .filter_map(|p| {
-            let (unit, revision) = units.get(&p.assignment.unit)?;
+            let unit = units.get(&p.assignment.unit)?;
             (unit.desired == Desired::Launched).then(|| {
                 (
                     p.assignment.instance.clone(),
                     DesiredInstance {
                         instance: p.assignment.instance.clone(),
                         unit: unit.clone(),
-                        revision: *revision,
+                        revision: unit.container_revision(),
                         placement_index: p.index,
                     },
                 )
@@ -357,7 +356,7 @@ impl Reconciler {
             let value = node.value.as_deref().unwrap_or_default();
             match serde_json::from_str::<Unit>(value) {
                 Ok(unit) => {
-                    units.insert(unit.name.clone(), (unit, node.modified_index));
+                    units.insert(unit.name.clone(), unit);
                 }
                 Err(e) => tracing::warn!(key = ?node.key, error = %e, "unreadable unit"),
             }
@@ -896,12 +895,12 @@ mod tests {
         let units = BTreeMap::from([
             (
                 "web".to_owned(),
-                (unit("web", RestartPolicy::Always, UnitKind::Replicated), 9),
+                unit("web", RestartPolicy::Always, UnitKind::Replicated),
             ),
             ("idle".to_owned(), {
                 let mut u = unit("idle", RestartPolicy::Always, UnitKind::Replicated);
                 u.desired = Desired::Inactive;
-                (u, 4)
+                u
             }),
         ]);
         let p = |unit: &str, instance: &str, machine: &str, index| PlacementEntry {
@@ -922,7 +921,8 @@ mod tests {
         let d = desired_instances("m1", &placements, &units);
         assert_eq!(d.keys().collect::<Vec<_>>(), vec!["web@1"]);
         let w = &d["web@1"];
-        assert_eq!((w.revision, w.placement_index), (9, 20));
+        let revision = units["web"].container_revision();
+        assert_eq!((w.revision, w.placement_index), (revision, 20));
     }
 
     #[test]

@@ -335,7 +335,8 @@ async fn reconciler_runs_placements_and_reports_states() {
     lease.record_renewal(tokio::time::Instant::now());
 
     let mut web = unit("web", &["sleep", "300"]);
-    let revision = put_json(&client, "/_shoal/units/web", &web).await;
+    put_json(&client, "/_shoal/units/web", &web).await;
+    let revision = web.container_revision();
     let assignment = |machine_id: &str| Assignment {
         unit: "web".into(),
         instance: "web@1".into(),
@@ -379,7 +380,12 @@ async fn reconciler_runs_placements_and_reports_states() {
 
     // An exclusive unit is stopped when the lease lapses.
     web.kind = UnitKind::Exclusive;
-    let revision2 = put_json(&client, "/_shoal/units/web", &web).await;
+    put_json(&client, "/_shoal/units/web", &web).await;
+    let revision2 = web.container_revision();
+    assert_ne!(
+        revision2, revision,
+        "the kind is part of the container revision"
+    );
     restarted.pass().await.expect("pass");
     let now = d.list().await.expect("list");
     assert_eq!(now.len(), 1);
@@ -405,7 +411,8 @@ async fn reconciler_runs_placements_and_reports_states() {
     // A placement whose unit lacks its image reports a clear failure.
     let mut ghost = unit("ghost", &[]);
     ghost.image = "shoal-test/absent:1".into();
-    let rev = put_json(&client, "/_shoal/units/ghost", &ghost).await;
+    put_json(&client, "/_shoal/units/ghost", &ghost).await;
+    let rev = ghost.container_revision();
     let a = Assignment {
         unit: "ghost".into(),
         instance: "ghost".into(),

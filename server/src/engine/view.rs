@@ -12,12 +12,12 @@ use serde::de::DeserializeOwned;
 
 use crate::keyspace::{path, Entry, KeySpace};
 
-/// A unit spec with its revision (the modified index of its key).
+/// A unit spec with its container revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitView {
     /// The spec.
     pub unit: Unit,
-    /// Modified index of `/_shoal/units/<name>`.
+    /// [`Unit::container_revision`] of the spec.
     pub revision: u64,
 }
 
@@ -117,12 +117,12 @@ impl FleetView {
             .collect();
         let units = values::<Unit>(raw.units, now)
             .into_iter()
-            .filter_map(|(name, unit, entry)| {
+            .filter_map(|(name, unit, _)| {
                 if unit.name != name {
                     tracing::warn!(key = %name, record = %unit.name, "skipping a unit stored under another name");
                     return None;
                 }
-                let revision = entry.modified_index;
+                let revision = unit.container_revision();
                 Some((name, UnitView { unit, revision }))
             })
             .collect();
@@ -255,7 +255,10 @@ mod tests {
         let v = FleetView::from_keys(&ks, Utc::now());
         assert_eq!(v.machines.keys().collect::<Vec<_>>(), ["m1"]);
         assert_eq!(v.units.keys().collect::<Vec<_>>(), ["web"]);
-        assert_eq!(v.units["web"].revision, 3);
+        assert_eq!(
+            v.units["web"].revision,
+            v.units["web"].unit.container_revision()
+        );
         assert_eq!(v.placements["web"].index, 5);
         assert_eq!(v.placements["web"].assignment.machine_id, "m1");
         assert_eq!(v.unplaced["db"], "no machines");
