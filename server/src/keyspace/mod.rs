@@ -69,6 +69,18 @@ pub struct KeySpace {
     changes: Vec<Change>,
 }
 
+/// What one PUT writes into a node, as the write helpers take it.
+#[derive(Debug, Clone, Copy)]
+struct Put<'a> {
+    key: &'a str,
+    /// The new value; `None` for a directory.
+    value: Option<&'a str>,
+    exp: Option<DateTime<Utc>>,
+    /// Only renew the TTL, keeping the value.
+    refresh: bool,
+    now: DateTime<Utc>,
+}
+
 /// How a read renders a directory.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadOptions {
@@ -197,15 +209,18 @@ impl KeySpace {
                 if path::is_root(key) {
                     return Err(self.err(ErrorCode::RootReadOnly, "/"));
                 }
+                let put = Put {
+                    key,
+                    value: value.as_deref(),
+                    exp,
+                    refresh: *refresh,
+                    now,
+                };
                 match cond.prev_exist {
-                    Some(true) if !cond.compares() => {
-                        self.update(key, value.as_deref(), exp, *refresh, now)?
-                    }
-                    Some(false) => self.create(key, value.as_deref(), exp, false, "create", now)?,
-                    _ if cond.compares() => {
-                        self.compare_and_swap(key, value.as_deref(), exp, *refresh, cond, now)?
-                    }
-                    _ => self.set(key, value.as_deref(), exp, *refresh, now)?,
+                    Some(true) if !cond.compares() => self.update(put)?,
+                    Some(false) => self.create(key, put.value, exp, false, "create", now)?,
+                    _ if cond.compares() => self.compare_and_swap(put, cond)?,
+                    _ => self.set(put)?,
                 }
             }
             Op::CreateInOrder { dir, value, ttl } => {
@@ -250,14 +265,14 @@ impl KeySpace {
         Ok(self.record(event))
     }
 
-    fn set(
-        &mut self,
-        key: &str,
-        value: Option<&str>,
-        exp: Option<DateTime<Utc>>,
-        refresh: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Event, KeyError> {
+    fn set(&mut self, put: Put<'_>) -> Result<Event, KeyError> {
+        let Put {
+            key,
+            value,
+            exp,
+            refresh,
+            now,
+        } = put;
         let prev = match self.lookup(key) {
             Ok(e) => Some(e),
             Err(e) if e.code == ErrorCode::KeyNotFound => None,
@@ -320,14 +335,14 @@ impl KeySpace {
         Ok(self.event(action, node, prev_node))
     }
 
-    fn update(
-        &mut self,
-        key: &str,
-        value: Option<&str>,
-        exp: Option<DateTime<Utc>>,
-        refresh: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Event, KeyError> {
+    fn update(&mut self, put: Put<'_>) -> Result<Event, KeyError> {
+        let Put {
+            key,
+            value,
+            exp,
+            refresh,
+            now,
+        } = put;
         let existing = self.lookup(key)?;
         if existing.is_dir() && value.is_some_and(|v| !v.is_empty()) {
             return Err(self.err(ErrorCode::NotFile, key));
@@ -342,15 +357,14 @@ impl KeySpace {
         Ok(event)
     }
 
-    fn compare_and_swap(
-        &mut self,
-        key: &str,
-        value: Option<&str>,
-        exp: Option<DateTime<Utc>>,
-        refresh: bool,
-        cond: &Precondition,
-        now: DateTime<Utc>,
-    ) -> Result<Event, KeyError> {
+    fn compare_and_swap(&mut self, put: Put<'_>, cond: &Precondition) -> Result<Event, KeyError> {
+        let Put {
+            key,
+            value,
+            exp,
+            refresh,
+            now,
+        } = put;
         let existing = self.lookup(key)?;
         if existing.is_dir() {
             return Err(self.err(ErrorCode::NotFile, key));
