@@ -418,13 +418,15 @@ impl Client {
 
     /// Sends one request, trying endpoints in order while connections fail.
     /// `timeout: None` means no limit (long poll).
-    async fn send(
+    /// Sends to the first endpoint that accepts a connection and returns its
+    /// response unread (so a caller can stream it).
+    async fn open(
         &self,
         method: Method,
         segments: &[&str],
         timeout: Option<Duration>,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
-    ) -> Result<Answer, ClientError> {
+    ) -> Result<(Url, reqwest::Response), ClientError> {
         let endpoints = &self.inner.endpoints;
         let start = self.inner.preferred.load(Ordering::Relaxed) % endpoints.len();
         let mut last_connect_error = None;
@@ -435,36 +437,19 @@ impl Client {
             if let Some(t) = timeout {
                 request = request.timeout(t);
             }
-            let response = match request.send().await {
-                Ok(r) => r,
-                Err(e) if e.is_connect() => {
-                    last_connect_error = Some(e);
-                    continue;
+            match request.send().await {
+                Ok(response) => {
+                    self.inner.preferred.store(idx, Ordering::Relaxed);
+                    return Ok((url, response));
                 }
+                Err(e) if e.is_connect() => last_connect_error = Some(e),
                 Err(source) => {
                     return Err(ClientError::Request {
                         url: url.to_string(),
                         source,
                     })
                 }
-            };
-            self.inner.preferred.store(idx, Ordering::Relaxed);
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response
-                .bytes()
-                .await
-                .map_err(|source| ClientError::Request {
-                    url: url.to_string(),
-                    source,
-                })?
-                .to_vec();
-            return Ok(Answer {
-                url,
-                status,
-                headers,
-                body,
-            });
+            }
         }
         let tried = endpoints
             .iter()
@@ -475,6 +460,71 @@ impl Client {
             Some(source) => Err(ClientError::Unreachable { tried, source }),
             None => Err(ClientError::NoEndpoints),
         }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        segments: &[&str],
+        timeout: Option<Duration>,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Answer, ClientError> {
+        let (url, response) = self.open(method, segments, timeout, build).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Request {
+                url: url.to_string(),
+                source,
+            })?
+            .to_vec();
+        Ok(Answer {
+            url,
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// `GET /api/v1/units/{unit}/journal`: the logs of one instance's container,
+    /// streamed from the agent that runs it. Read the answer with `chunk()`.
+    pub async fn journal(
+        &self,
+        unit: &str,
+        instance: Option<&str>,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut query: Vec<(&str, String)> = vec![("follow", bool_param(follow))];
+        if let Some(i) = instance {
+            query.push(("instance", i.to_owned()));
+        }
+        if let Some(t) = tail {
+            query.push(("tail", t.to_string()));
+        }
+        let timeout = (!follow).then_some(self.inner.request_timeout);
+        let (url, response) = self
+            .open(
+                Method::GET,
+                &["api", "v1", "units", unit, "journal"],
+                timeout,
+                |r| r.query(&query),
+            )
+            .await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Request {
+                url: url.to_string(),
+                source,
+            })?;
+        Err(decode_error(status, &body))
     }
 
     /// A keys request whose success body is a [`KeysResponse`].

@@ -60,6 +60,9 @@ pub struct Machine {
     /// True while the machine asks to have its units moved away.
     #[serde(default)]
     pub draining: bool,
+    /// Where the agent serves its instances' journals (its local endpoint).
+    #[serde(default)]
+    pub agent_url: String,
 }
 
 /// What the operator wants of a unit.

@@ -30,6 +30,44 @@ pub struct NamesArgs {
     pub names: Vec<String>,
 }
 
+/// `journal NAME`.
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    /// Unit name.
+    pub name: String,
+    /// Which instance (default: the unit's first placed instance).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Keep printing new output until interrupted.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(short = 'n', long)]
+    pub lines: Option<u64>,
+}
+
+/// Runs `journal`: streams the container's logs through the agent running it.
+pub async fn journal(client: &Client, args: JournalArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut resp = client
+        .journal(
+            &args.name,
+            args.instance.as_deref(),
+            args.follow,
+            args.lines,
+        )
+        .await
+        .with_context(|| format!("journal of {}", args.name))?;
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = resp.chunk().await.context("read the journal")? {
+        stdout
+            .write_all(&chunk)
+            .and_then(|()| stdout.flush())
+            .context("write to stdout")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Reads a unit file: TOML or JSON by extension, with the file stem as default name.
 pub fn parse_unit_file(path: &std::path::Path, text: &str) -> anyhow::Result<Unit> {
     let mut value: serde_json::Value = match path.extension().and_then(|e| e.to_str()) {

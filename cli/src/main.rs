@@ -78,6 +78,8 @@ enum Command {
     ListMachines,
     /// Show units' instances in detail.
     Status(fleet::NamesArgs),
+    /// Print (or follow) the logs of a unit's container, through its agent.
+    Journal(fleet::JournalArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ListUnits => fleet::list_units(&client, &out).await,
         Command::ListMachines => fleet::list_machines(&client, &out).await,
         Command::Status(a) => fleet::status(&client, &out, a).await,
+        Command::Journal(a) => fleet::journal(&client, a).await,
     }
 }
 

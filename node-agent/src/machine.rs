@@ -55,6 +55,7 @@ pub fn describe(
     metadata: &BTreeMap<String, String>,
     servers: &[url::Url],
     docker_version: &str,
+    agent_url: &str,
 ) -> Machine {
     let mut addresses: Vec<String> = servers
         .iter()
@@ -71,6 +72,7 @@ pub fn describe(
         cpu_millis: cpu_millis(),
         memory_mb: memory_mb(),
         docker_version: docker_version.to_owned(),
+        agent_url: agent_url.to_owned(),
         ..Machine::default()
     }
 }
@@ -96,7 +98,14 @@ mod tests {
             address_towards(&server).map(|ip| ip.to_string()),
             Some("127.0.0.1".to_owned())
         );
-        let m = describe("m1", Some("h"), &BTreeMap::new(), &[server], "28");
+        let m = describe(
+            "m1",
+            Some("h"),
+            &BTreeMap::new(),
+            &[server],
+            "28",
+            "http://127.0.0.1:4001",
+        );
         assert_eq!(m.id, "m1");
         assert_eq!(m.hostname, "h");
         assert_eq!(m.addresses, vec!["127.0.0.1".to_owned()]);

@@ -69,6 +69,7 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
         &settings.metadata,
         client.endpoints(),
         &docker_version,
+        &format!("http://{}", settings.local_endpoint),
     );
     tracing::info!(machine = %record.id, hostname = %record.hostname, "starting shoal-agent");
 

@@ -5,7 +5,8 @@
 //! Proves: replicas spread under `Conflicts`; required metadata is honoured;
 //! a killed agent's instance comes back on another machine once its lease
 //! lapses; a restarted agent adopts or removes containers instead of
-//! duplicating them; destroying a unit removes its containers.
+//! duplicating them; `shoalctl journal` shows a container's output through
+//! its agent; destroying a unit removes its containers.
 //! Needs Docker: fails (does not skip) when `SHOAL_REQUIRE_DOCKER=1`.
 
 use std::collections::BTreeSet;
@@ -257,7 +258,7 @@ async fn units_run_as_containers_and_survive_a_lost_machine() -> Result<()> {
         "placement": { "replicas": 2, "conflicts": ["web*"] }
     });
     let db = json!({
-        "name": "db", "image": IMAGE, "command": ["sleep", "3600"], "desired": "launched",
+        "name": "db", "image": IMAGE, "command": ["sh", "-c", "echo db-says-hello; exec sleep 3600"], "desired": "launched",
         "placement": { "machine-metadata": { "region": ["us"] } }
     });
     for unit in [&web, &db] {
@@ -298,6 +299,17 @@ async fn units_run_as_containers_and_survive_a_lost_machine() -> Result<()> {
     ensure!(
         in_docker.len() == 3,
         "3 containers expected in Docker, found {in_docker:?}"
+    );
+
+    eprintln!("--- shoalctl journal db: the container's output, through the agent that runs it");
+    let out = Command::new(shoal_binary("shoalctl"))
+        .args(["--endpoints", &base, "journal", "db", "-n", "10"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains("db-says-hello"),
+        "journal: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     eprintln!("--- kill the agent running web@1; the instance comes back elsewhere");

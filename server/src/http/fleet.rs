@@ -1,8 +1,9 @@
 //! `/api/v1/machines` and `/api/v1/units`: the fleet's REST API.
 //!
 //! Reads come from this member's applied key space; writes go through the
-//! log. Units are stored at `/_shoal/units/<name>` and their modified index is
-//! their revision; the engine (`crate::engine`) turns them into placements.
+//! log. Units are stored at `/_shoal/units/<name>`; the engine
+//! (`crate::engine`) turns them into placements. Journals are streamed from
+//! the agent that runs the instance.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -213,6 +214,76 @@ pub async fn unit(State(member): State<Arc<Member>>, Path(name): Path<String>) -
     match unit_status(&member, &name) {
         Some(s) => Json(s).into_response(),
         None => not_found("unit", &name),
+    }
+}
+
+/// Query of `GET /api/v1/units/{name}/journal`.
+#[derive(Debug, serde::Deserialize)]
+pub struct JournalQuery {
+    /// The instance (default: the unit's first placed instance).
+    pub instance: Option<String>,
+    /// Keep streaming new output.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail: Option<u64>,
+}
+
+/// `GET /api/v1/units/{name}/journal`: the instance's container logs, streamed
+/// through from the agent of the machine it is placed on.
+pub async fn journal(
+    State(member): State<Arc<Member>>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<JournalQuery>,
+) -> Response {
+    let view = view(&member);
+    let placed = view.placements.iter().find(|(instance, pv)| {
+        pv.assignment.unit == name && q.instance.as_ref().is_none_or(|want| want == *instance)
+    });
+    let Some((instance, pv)) = placed else {
+        return not_found("placed instance of unit", &name);
+    };
+    let Some(agent) = view
+        .machines
+        .get(&pv.assignment.machine_id)
+        .map(|m| m.agent_url.clone())
+    else {
+        return api_error(
+            StatusCode::BAD_GATEWAY,
+            "agent_unreachable",
+            format!("machine {} is gone", pv.assignment.machine_id),
+        );
+    };
+    let mut url = format!(
+        "{}/api/v1/journal/{instance}?follow={}",
+        agent.trim_end_matches('/'),
+        q.follow
+    );
+    if let Some(t) = q.tail {
+        url.push_str(&format!("&tail={t}"));
+    }
+    // A client of its own: the member's peer client carries the cluster token,
+    // which agents must never see.
+    match reqwest::Client::new().get(&url).send().await {
+        Ok(resp) => {
+            let status =
+                StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = axum::body::Body::from_stream(resp.bytes_stream());
+            (
+                status,
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8",
+                )],
+                body,
+            )
+                .into_response()
+        }
+        Err(e) => api_error(
+            StatusCode::BAD_GATEWAY,
+            "agent_unreachable",
+            format!("agent at {agent}: {e}"),
+        ),
     }
 }
 

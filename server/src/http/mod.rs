@@ -47,6 +47,7 @@ pub fn client_router(member: Arc<Member>, max_body: usize) -> Router {
             get(fleet::unit).delete(fleet::destroy),
         )
         .route("/api/v1/units/{name}/start", post(fleet::start))
+        .route("/api/v1/units/{name}/journal", get(fleet::journal))
         .route("/api/v1/units/{name}/stop", post(fleet::stop))
         .route("/api/v1/locks", get(locks::list))
         .route("/api/v1/locks/{name}", get(locks::show))
