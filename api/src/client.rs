@@ -576,6 +576,13 @@ impl Client {
     }
 
     /// A JSON request whose success body is `T` (`()` ignores the body).
+    /// `GET` a JSON resource.
+    async fn fetch<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        self.json_call::<()>(Method::GET, segments, None, Duration::ZERO)
+            .await?
+            .json()
+    }
+
     async fn json_call<B: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -700,21 +707,12 @@ impl Client {
 
     /// `GET /v2/members`.
     pub async fn member_list(&self) -> Result<MemberList, ClientError> {
-        self.json_call::<()>(Method::GET, &["v2", "members"], None, Duration::ZERO)
-            .await?
-            .json()
+        self.fetch(&["v2", "members"]).await
     }
 
     /// `GET /v2/members/leader`: the member currently leading.
     pub async fn member_leader(&self) -> Result<Member, ClientError> {
-        self.json_call::<()>(
-            Method::GET,
-            &["v2", "members", "leader"],
-            None,
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.fetch(&["v2", "members", "leader"]).await
     }
 
     /// `POST /v2/members`: adds a (not yet started) member; answers the new member.
@@ -744,16 +742,12 @@ impl Client {
 
     /// `GET /version`.
     pub async fn version(&self) -> Result<Version, ClientError> {
-        self.json_call::<()>(Method::GET, &["version"], None, Duration::ZERO)
-            .await?
-            .json()
+        self.fetch(&["version"]).await
     }
 
     /// `GET /health`.
     pub async fn health(&self) -> Result<Health, ClientError> {
-        self.json_call::<()>(Method::GET, &["health"], None, Duration::ZERO)
-            .await?
-            .json()
+        self.fetch(&["health"]).await
     }
 
     /// `POST /api/v1/locks/{name}/acquire`; fails with code `lock_busy` when no
@@ -791,21 +785,12 @@ impl Client {
 
     /// `GET /api/v1/locks/{name}`.
     pub async fn lock(&self, name: &str) -> Result<LockState, ClientError> {
-        self.json_call::<()>(
-            Method::GET,
-            &["api", "v1", "locks", name],
-            None,
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.fetch(&["api", "v1", "locks", name]).await
     }
 
     /// `GET /api/v1/locks`: every lock with a holder.
     pub async fn locks(&self) -> Result<LockList, ClientError> {
-        self.json_call::<()>(Method::GET, &["api", "v1", "locks"], None, Duration::ZERO)
-            .await?
-            .json()
+        self.fetch(&["api", "v1", "locks"]).await
     }
 
     /// `POST /api/v1/elections/{name}/campaign`; fails with code `election_lost`
@@ -835,14 +820,7 @@ impl Client {
 
     /// `GET /api/v1/machines`: every machine with a live lease.
     pub async fn machines(&self) -> Result<Vec<crate::fleet::Machine>, ClientError> {
-        self.json_call::<()>(
-            Method::GET,
-            &["api", "v1", "machines"],
-            None,
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.fetch(&["api", "v1", "machines"]).await
     }
 
     /// `POST /api/v1/units`: submits a unit, or a new revision of one.
@@ -862,21 +840,12 @@ impl Client {
 
     /// `GET /api/v1/units`: every unit with its instances, desired and actual.
     pub async fn units(&self) -> Result<Vec<crate::fleet::UnitStatus>, ClientError> {
-        self.json_call::<()>(Method::GET, &["api", "v1", "units"], None, Duration::ZERO)
-            .await?
-            .json()
+        self.fetch(&["api", "v1", "units"]).await
     }
 
     /// `GET /api/v1/units/{name}`; fails with code `not_found`.
     pub async fn unit(&self, name: &str) -> Result<crate::fleet::UnitStatus, ClientError> {
-        self.json_call::<()>(
-            Method::GET,
-            &["api", "v1", "units", name],
-            None,
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.fetch(&["api", "v1", "units", name]).await
     }
 
     /// `POST /api/v1/units/{name}/start` or `/stop`: sets the desired state.
@@ -910,14 +879,7 @@ impl Client {
 
     /// `GET /api/v1/elections/{name}`; fails with code `no_leader`.
     pub async fn leader(&self, name: &str) -> Result<Leader, ClientError> {
-        self.json_call::<()>(
-            Method::GET,
-            &["api", "v1", "elections", name],
-            None,
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.fetch(&["api", "v1", "elections", name]).await
     }
 }
 
