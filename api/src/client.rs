@@ -416,10 +416,9 @@ impl Client {
         &self.inner.endpoints
     }
 
-    /// Sends one request, trying endpoints in order while connections fail.
+    /// Sends one request, trying endpoints in order while connections fail,
+    /// and returns the response unread (so a caller can stream it).
     /// `timeout: None` means no limit (long poll).
-    /// Sends to the first endpoint that accepts a connection and returns its
-    /// response unread (so a caller can stream it).
     async fn open(
         &self,
         method: Method,
@@ -462,6 +461,7 @@ impl Client {
         }
     }
 
+    /// Sends one request (as [`Self::open`]) and reads its whole answer.
     async fn send(
         &self,
         method: Method,

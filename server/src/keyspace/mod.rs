@@ -217,9 +217,9 @@ impl KeySpace {
                     now,
                 };
                 match cond.prev_exist {
-                    Some(true) if !cond.compares() => self.update(put)?,
+                    Some(true) if !cond.compares() => self.update(put, None)?,
                     Some(false) => self.create(key, put.value, exp, false, "create", now)?,
-                    _ if cond.compares() => self.compare_and_swap(put, cond)?,
+                    _ if cond.compares() => self.update(put, Some(cond))?,
                     _ => self.set(put)?,
                 }
             }
@@ -335,48 +335,30 @@ impl KeySpace {
         Ok(self.event(action, node, prev_node))
     }
 
-    fn update(&mut self, put: Put<'_>) -> Result<Event, KeyError> {
-        let Put {
-            key,
-            value,
-            exp,
-            refresh,
-            now,
-        } = put;
-        let existing = self.lookup(key)?;
-        if existing.is_dir() && value.is_some_and(|v| !v.is_empty()) {
-            return Err(self.err(ErrorCode::NotFile, key));
+    /// Rewrites an existing node in place, keeping its created index: an
+    /// `update` (`prevExist=true`), or a `compareAndSwap` when `cond` compares.
+    /// A directory can only have its TTL updated, never be compared.
+    fn update(&mut self, put: Put<'_>, cond: Option<&Precondition>) -> Result<Event, KeyError> {
+        let existing = self.lookup(put.key)?;
+        let gives_dir_a_value = put.value.is_some_and(|v| !v.is_empty());
+        if existing.is_dir() && (cond.is_some() || gives_dir_a_value) {
+            return Err(self.err(ErrorCode::NotFile, put.key));
         }
-        let value = if refresh || existing.is_dir() {
+        if let Some(cond) = cond {
+            self.compare(&existing, cond)?;
+        }
+        let value = if put.refresh || existing.is_dir() {
             existing.value.clone()
         } else {
-            Some(value.unwrap_or_default().to_owned())
+            Some(put.value.unwrap_or_default().to_owned())
         };
-        let mut event = self.rewrite(key, &existing, value, exp, "update", now);
-        event.refresh = refresh;
-        Ok(event)
-    }
-
-    fn compare_and_swap(&mut self, put: Put<'_>, cond: &Precondition) -> Result<Event, KeyError> {
-        let Put {
-            key,
-            value,
-            exp,
-            refresh,
-            now,
-        } = put;
-        let existing = self.lookup(key)?;
-        if existing.is_dir() {
-            return Err(self.err(ErrorCode::NotFile, key));
-        }
-        self.compare(&existing, cond)?;
-        let value = if refresh {
-            existing.value.clone()
+        let action = if cond.is_some() {
+            "compareAndSwap"
         } else {
-            Some(value.unwrap_or_default().to_owned())
+            "update"
         };
-        let mut event = self.rewrite(key, &existing, value, exp, "compareAndSwap", now);
-        event.refresh = refresh;
+        let mut event = self.rewrite(put.key, &existing, value, put.exp, action, put.now);
+        event.refresh = put.refresh;
         Ok(event)
     }
 
