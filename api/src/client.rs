@@ -881,6 +881,173 @@ impl Client {
     pub async fn leader(&self, name: &str) -> Result<Leader, ClientError> {
         self.fetch(&["api", "v1", "elections", name]).await
     }
+
+    /// `POST /api/v1/updates/payloads`: uploads a payload, streamed from the
+    /// body `open_body` makes (called again only if a connection to an endpoint
+    /// could not be made, before any byte was sent). `progress` gets the total
+    /// bytes sent so far. Fails with codes `bad_signature`, `conflict`, `bad_request`.
+    pub async fn upload_payload<S, F>(
+        &self,
+        query: &crate::updates::UploadQuery,
+        open_body: F,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<crate::updates::PayloadMeta, ClientError>
+    where
+        F: Fn() -> S,
+        S: futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    {
+        use futures::TryStreamExt as _;
+        let progress: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(progress);
+        self.send(
+            Method::POST,
+            &["api", "v1", "updates", "payloads"],
+            None,
+            |r| {
+                let progress = progress.clone();
+                let mut sent = 0u64;
+                let counted = open_body().inspect_ok(move |chunk| {
+                    sent += chunk.len() as u64;
+                    progress(sent);
+                });
+                r.query(query)
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(reqwest::Body::wrap_stream(counted))
+            },
+        )
+        .await?
+        .error_unless_success()?
+        .json()
+    }
+
+    /// `GET /api/v1/updates/payloads`: every payload's metadata.
+    pub async fn payloads(&self) -> Result<Vec<crate::updates::PayloadMeta>, ClientError> {
+        self.fetch(&["api", "v1", "updates", "payloads"]).await
+    }
+
+    /// `GET` an offer's payload (its `url` path), from byte `offset` on (a Range
+    /// request, so an interrupted download resumes). Redirects are followed;
+    /// read the answer with `chunk()` or `bytes_stream()`. No overall timeout.
+    pub async fn download_payload(
+        &self,
+        url_path: &str,
+        offset: u64,
+    ) -> Result<reqwest::Response, ClientError> {
+        let segments: Vec<&str> = url_path.split('/').filter(|s| !s.is_empty()).collect();
+        let (url, response) = self
+            .open(Method::GET, &segments, None, |r| {
+                if offset > 0 {
+                    r.header(reqwest::header::RANGE, format!("bytes={offset}-"))
+                } else {
+                    r
+                }
+            })
+            .await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Request {
+                url: url.to_string(),
+                source,
+            })?;
+        Err(decode_error(status, &body))
+    }
+
+    /// `GET /api/v1/updates/channels`.
+    pub async fn channels(&self) -> Result<Vec<crate::updates::Channel>, ClientError> {
+        self.fetch(&["api", "v1", "updates", "channels"]).await
+    }
+
+    /// `GET /api/v1/updates/channels/{name}`; fails with code `not_found`.
+    pub async fn channel(&self, name: &str) -> Result<crate::updates::Channel, ClientError> {
+        self.fetch(&["api", "v1", "updates", "channels", name])
+            .await
+    }
+
+    /// `PUT /api/v1/updates/channels/{name}`: creates or changes a channel.
+    pub async fn update_channel(
+        &self,
+        name: &str,
+        update: &crate::updates::ChannelUpdate,
+    ) -> Result<crate::updates::Channel, ClientError> {
+        self.json_call(
+            Method::PUT,
+            &["api", "v1", "updates", "channels", name],
+            Some(update),
+            Duration::ZERO,
+        )
+        .await?
+        .json()
+    }
+
+    /// `POST /api/v1/updates/channels/{name}/pause` (or `/resume`, which also clears a halt).
+    pub async fn pause_channel(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<crate::updates::Channel, ClientError> {
+        let action = if paused { "pause" } else { "resume" };
+        self.json_call::<()>(
+            Method::POST,
+            &["api", "v1", "updates", "channels", name, action],
+            None,
+            Duration::ZERO,
+        )
+        .await?
+        .json()
+    }
+
+    /// `POST /api/v1/updates/checkin`: an agent's report; the answer says what to do.
+    pub async fn checkin(
+        &self,
+        report: &crate::updates::CheckIn,
+    ) -> Result<crate::updates::CheckInReply, ClientError> {
+        self.json_call(
+            Method::POST,
+            &["api", "v1", "updates", "checkin"],
+            Some(report),
+            Duration::ZERO,
+        )
+        .await?
+        .json()
+    }
+
+    /// `GET /api/v1/updates/machines[?channel=C]`: the machines' last check-ins.
+    pub async fn update_machines(
+        &self,
+        channel: Option<&str>,
+    ) -> Result<Vec<crate::updates::MachineUpdate>, ClientError> {
+        let query: Vec<(&str, &str)> = channel.map(|c| ("channel", c)).into_iter().collect();
+        self.send(
+            Method::GET,
+            &["api", "v1", "updates", "machines"],
+            Some(self.inner.request_timeout),
+            |r| r.query(&query),
+        )
+        .await?
+        .error_unless_success()?
+        .json()
+    }
+
+    /// `GET /api/v1/updates/history?limit=N`: the newest N events, oldest first.
+    pub async fn update_history(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::updates::HistoryEvent>, ClientError> {
+        let query = [("limit", limit.to_string())];
+        self.send(
+            Method::GET,
+            &["api", "v1", "updates", "history"],
+            Some(self.inner.request_timeout),
+            |r| r.query(&query),
+        )
+        .await?
+        .error_unless_success()?
+        .json()
+    }
 }
 
 /// Where a watch resumes: the next `waitIndex` to ask for. Pure bookkeeping.

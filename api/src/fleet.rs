@@ -179,6 +179,11 @@ pub struct Unit {
     /// Extra container labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Docker network mode: empty for Docker's default bridge, `host` to share
+    /// the host's network (and reach the agent's local endpoint on loopback),
+    /// `none`, or the name of a network.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
     /// Placement rules.
     #[serde(default)]
     pub placement: Placement,
@@ -191,9 +196,30 @@ pub struct Unit {
 }
 
 impl Unit {
+    /// A launched, replicated unit running `image` with every other field at
+    /// its default (the image's command, no ports, one instance, no rules).
+    pub fn new(name: impl Into<String>, image: impl Into<String>) -> Unit {
+        Unit {
+            name: name.into(),
+            image: image.into(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            ports: Vec::new(),
+            volumes: Vec::new(),
+            restart: RestartPolicy::default(),
+            cpu_millis: 0,
+            memory_mb: 0,
+            labels: BTreeMap::new(),
+            network: String::new(),
+            placement: Placement::default(),
+            kind: UnitKind::default(),
+            desired: Desired::Launched,
+        }
+    }
+
     /// The revision of what runs in the container: a digest of the fields
     /// Docker sees (image, command, env, ports, volumes, restart policy,
-    /// resources, labels). Starting, stopping, scaling or re-placing a unit
+    /// resources, labels, network). Starting, stopping, scaling or re-placing a unit
     /// leaves it unchanged, so those never recreate running containers.
     pub fn container_revision(&self) -> u64 {
         let fields = serde_json::json!([
@@ -207,6 +233,7 @@ impl Unit {
             self.memory_mb,
             self.labels,
             self.kind,
+            self.network,
         ]);
         let digest = Sha256::digest(fields.to_string().as_bytes());
         let mut bytes = [0u8; 8];

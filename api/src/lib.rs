@@ -10,5 +10,6 @@ pub mod fleet;
 pub mod keys;
 pub mod locks;
 pub mod members;
+pub mod updates;
 
 pub use client::{Client, ClientError};

@@ -33,9 +33,9 @@ pub struct NamesArgs {
 /// `journal NAME`.
 #[derive(Debug, Args)]
 pub struct JournalArgs {
-    /// Unit name.
+    /// Unit name, or an instance (`name@N`).
     pub name: String,
-    /// Which instance (default: the unit's first placed instance).
+    /// Which instance (default: the one `name` names, else the unit's first placed instance).
     #[arg(long)]
     pub instance: Option<String>,
     /// Keep printing new output until interrupted.
@@ -49,13 +49,14 @@ pub struct JournalArgs {
 /// Runs `journal`: streams the container's logs through the agent running it.
 pub async fn journal(client: &Client, args: JournalArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
+    let unit = args
+        .name
+        .split_once('@')
+        .map_or(args.name.as_str(), |(u, _)| u);
+    let named = args.name.contains('@').then_some(args.name.as_str());
+    let instance = args.instance.as_deref().or(named);
     let mut resp = client
-        .journal(
-            &args.name,
-            args.instance.as_deref(),
-            args.follow,
-            args.lines,
-        )
+        .journal(unit, instance, args.follow, args.lines)
         .await
         .with_context(|| format!("journal of {}", args.name))?;
     let mut stdout = std::io::stdout();

@@ -9,6 +9,7 @@ mod keys;
 mod locks;
 mod members;
 mod output;
+mod update;
 mod watch;
 
 use std::process::ExitCode;
@@ -47,8 +48,9 @@ enum Command {
     Mk(keys::MkArgs),
     /// Create a directory that must not exist yet.
     Mkdir(keys::MkdirArgs),
-    /// Update a key that must exist.
-    Update(keys::UpdateArgs),
+    /// Update a key that must exist; or, with a subcommand, the OS update
+    /// service (keygen, sign, upload, channel, pause, resume, status, history).
+    Update(update::UpdateCommand),
     /// Remove a key or directory, optionally as a compare-and-delete.
     Rm(keys::RmArgs),
     /// List a directory.
@@ -106,7 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Set(a) => keys::set(&client, &out, a).await,
         Command::Mk(a) => keys::mk(&client, &out, a).await,
         Command::Mkdir(a) => keys::mkdir(&client, &out, a).await,
-        Command::Update(a) => keys::update(&client, &out, a).await,
+        Command::Update(a) => update::run(&client, &out, a).await,
         Command::Rm(a) => keys::rm(&client, &out, a).await,
         Command::Ls(a) => keys::ls(&client, &out, a).await,
         Command::Watch(a) => watch::watch(&client, &out, a).await,
@@ -166,6 +168,42 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["shoalctl", "lock", "reboot"]).is_err());
+    }
+
+    #[test]
+    fn update_is_a_key_update_or_an_update_service_command() {
+        let c = parse(&["update", "/k", "v"]);
+        assert!(matches!(&c.command, Command::Update(a) if a.sub.is_none() && a.key.is_some()));
+        let c = parse(&["update", "status"]);
+        assert!(matches!(
+            &c.command,
+            Command::Update(a) if matches!(a.sub, Some(update::UpdateSub::Status { name: None }))
+        ));
+        let c = parse(&[
+            "update",
+            "channel",
+            "stable",
+            "--window",
+            "Mon..Fri 04:00 2h",
+            "--window",
+            "Sat 01:00 1h",
+            "--max-reboots",
+            "2",
+        ]);
+        match &c.command {
+            Command::Update(a) => match &a.sub {
+                Some(update::UpdateSub::Channel(ch)) => {
+                    assert_eq!(ch.windows.len(), 2);
+                    assert_eq!(ch.max_reboots, Some(2));
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["shoalctl", "update", "upload", "f", "--version", "1"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["shoalctl", "update", "/k"]).is_err());
     }
 
     #[test]

@@ -7,8 +7,13 @@
 //! [`LABEL_UNIT`], [`LABEL_INSTANCE`] and [`LABEL_REVISION`], so several
 //! agents can share one Docker engine and an agent restarted finds (adopts)
 //! what it made before.
+//!
+//! Every container also gets the environment of [`instance_env`]: its unit,
+//! instance and machine, and the agent's local key-space endpoint, so an app
+//! on the host network can find the cluster at `$SHOAL_LOCAL_ENDPOINT`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 
 use api::fleet::{RestartPolicy, Unit};
 use bollard::models::{
@@ -21,6 +26,7 @@ use bollard::query_parameters::{
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryStreamExt};
+use sha2::{Digest as _, Sha256};
 
 /// Label naming the machine that owns a container.
 pub const LABEL_MACHINE: &str = "shoal.machine";
@@ -118,7 +124,9 @@ impl ContainerInfo {
 }
 
 /// The container name for `instance` on `machine_id`:
-/// `shoal-<instance, @ as _>-<first 12 chars of the machine id>`.
+/// `shoal-<instance, @ as _>-<machine>`, where `<machine>` is the machine id
+/// when it has at most 24 characters, else its first 12 characters and 8 hex
+/// digits of its SHA-256 (distinct machines sharing an engine never collide).
 pub fn container_name(instance: &str, machine_id: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
@@ -131,8 +139,17 @@ pub fn container_name(instance: &str, machine_id: &str) -> String {
             })
             .collect()
     };
-    let prefix: String = machine_id.chars().take(12).collect();
-    format!("shoal-{}-{}", clean(instance), clean(&prefix))
+    let machine = if machine_id.chars().count() <= 24 {
+        machine_id.to_owned()
+    } else {
+        let prefix: String = machine_id.chars().take(12).collect();
+        let digest = Sha256::digest(machine_id.as_bytes());
+        format!(
+            "{prefix}-{:08x}",
+            u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+        )
+    };
+    format!("shoal-{}-{}", clean(instance), clean(&machine))
 }
 
 /// The Docker port key (`80/tcp`) and binding of a unit port.
@@ -186,13 +203,30 @@ pub fn labels(
     labels
 }
 
-/// The create body for `instance` of `unit` at `revision` on `machine_id`.
-pub fn create_body(
-    machine_id: &str,
-    unit: &Unit,
-    instance: &str,
-    revision: u64,
-) -> ContainerCreateBody {
+/// The environment of a container: the unit's own variables, then Shoal's
+/// (which win): `SHOAL_UNIT`, `SHOAL_INSTANCE`, `SHOAL_INSTANCE_INDEX` (the
+/// `N` of `name@N`, when there is one), `SHOAL_MACHINE_ID` and, when the agent
+/// serves one, `SHOAL_LOCAL_ENDPOINT` (`host:port`).
+pub fn instance_env(host: &Host, unit: &Unit, instance: &str) -> Vec<String> {
+    let mut env: BTreeMap<&str, String> = unit
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    env.insert("SHOAL_UNIT", unit.name.clone());
+    env.insert("SHOAL_INSTANCE", instance.to_owned());
+    if let Some((_, index)) = instance.split_once('@') {
+        env.insert("SHOAL_INSTANCE_INDEX", index.to_owned());
+    }
+    env.insert("SHOAL_MACHINE_ID", host.machine_id.clone());
+    if let Some(local) = host.local_endpoint {
+        env.insert("SHOAL_LOCAL_ENDPOINT", local.to_string());
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The create body for `instance` of `unit` at `revision` on `host`.
+pub fn create_body(host: &Host, unit: &Unit, instance: &str, revision: u64) -> ContainerCreateBody {
     let mut exposed = HashMap::new();
     let mut bindings: PortMap = HashMap::new();
     for port in &unit.ports {
@@ -223,14 +257,14 @@ pub fn create_body(
         // Docker's init as PID 1 forwards signals (a shell or busybox as PID 1
         // ignores SIGTERM, so every stop would wait for SIGKILL) and reaps zombies.
         init: Some(true),
+        network_mode: (!unit.network.is_empty()).then(|| unit.network.clone()),
         ..HostConfig::default()
     };
     ContainerCreateBody {
         image: Some(unit.image.clone()),
         cmd: (!unit.command.is_empty()).then(|| unit.command.clone()),
-        env: (!unit.env.is_empty())
-            .then(|| unit.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        labels: Some(labels(machine_id, unit, instance, revision)),
+        env: Some(instance_env(host, unit, instance)),
+        labels: Some(labels(&host.machine_id, unit, instance, revision)),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         host_config: Some(host_config),
         ..ContainerCreateBody::default()
@@ -302,17 +336,26 @@ fn info_from_inspect(c: ContainerInspectResponse) -> ContainerInfo {
     }
 }
 
+/// The machine containers are made for, as they see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The machine's id (labels and `SHOAL_MACHINE_ID`).
+    pub machine_id: String,
+    /// The agent's local key-space endpoint (`SHOAL_LOCAL_ENDPOINT`), if served.
+    pub local_endpoint: Option<SocketAddr>,
+}
+
 /// A connection to the Docker engine on behalf of one machine.
 #[derive(Debug, Clone)]
 pub struct Docker {
     inner: bollard::Docker,
-    machine_id: String,
+    host: Host,
 }
 
 impl Docker {
     /// Connects to `endpoint` (`unix://`, `tcp://`, `http://` or a socket path)
-    /// for `machine_id`. Nothing is sent until the first call.
-    pub fn connect(endpoint: &str, machine_id: &str) -> Result<Self, DockerError> {
+    /// for `host`. Nothing is sent until the first call.
+    pub fn connect(endpoint: &str, host: Host) -> Result<Self, DockerError> {
         let version = bollard::API_DEFAULT_VERSION;
         let inner = if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
             bollard::Docker::connect_with_http(endpoint, DOCKER_TIMEOUT_SECS, version)
@@ -325,15 +368,12 @@ impl Docker {
             endpoint: endpoint.to_owned(),
             source,
         })?;
-        Ok(Docker {
-            inner,
-            machine_id: machine_id.to_owned(),
-        })
+        Ok(Docker { inner, host })
     }
 
     /// The machine these containers belong to.
     pub fn machine_id(&self) -> &str {
-        &self.machine_id
+        &self.host.machine_id
     }
 
     /// The engine's version string (fails when Docker is unreachable).
@@ -346,7 +386,7 @@ impl Docker {
     pub async fn list_ids(&self) -> Result<Vec<String>, DockerError> {
         let filters = HashMap::from([(
             "label".to_owned(),
-            vec![format!("{LABEL_MACHINE}={}", self.machine_id)],
+            vec![format!("{LABEL_MACHINE}={}", self.host.machine_id)],
         )]);
         let list = self
             .inner
@@ -438,8 +478,8 @@ impl Docker {
         revision: u64,
     ) -> Result<String, DockerError> {
         self.ensure_image(&unit.image).await?;
-        let name = container_name(instance, &self.machine_id);
-        let body = create_body(&self.machine_id, unit, instance, revision);
+        let name = container_name(instance, &self.host.machine_id);
+        let body = create_body(&self.host, unit, instance, revision);
         let created = self
             .inner
             .create_container(
@@ -544,7 +584,7 @@ impl Docker {
             ("type".to_owned(), vec!["container".to_owned()]),
             (
                 "label".to_owned(),
-                vec![format!("{LABEL_MACHINE}={}", self.machine_id)],
+                vec![format!("{LABEL_MACHINE}={}", self.host.machine_id)],
             ),
         ]);
         self.inner
@@ -593,18 +633,26 @@ mod tests {
             "restart": "on-failure",
             "cpu_millis": 500,
             "memory_mb": 64,
-            "labels": {"shoal.machine": "spoof", "team": "a"}
+            "labels": {"shoal.machine": "spoof", "team": "a"},
+            "network": "host"
         }))
         .expect("unit")
     }
 
     #[test]
     fn names_are_docker_safe_and_per_machine() {
-        assert_eq!(
-            container_name("web@3", "3d1219c7c4c5404aaa1f6d2a48adfda4"),
-            "shoal-web_3-3d1219c7c4c5"
+        let long = container_name("web@3", "3d1219c7c4c5404aaa1f6d2a48adfda4");
+        assert!(long.starts_with("shoal-web_3-3d1219c7c4c5-"), "{long}");
+        assert_eq!(long.len(), "shoal-web_3-3d1219c7c4c5-".len() + 8);
+        assert_ne!(
+            long,
+            container_name("web@3", "3d1219c7c4c5ffffffffffffffffffff")
         );
         assert_eq!(container_name("db", "m1"), "shoal-db-m1");
+        assert_eq!(
+            container_name("db", "fence30466-m1"),
+            "shoal-db-fence30466-m1"
+        );
         assert_ne!(container_name("db", "m1"), container_name("db", "m2"));
     }
 
@@ -627,7 +675,11 @@ mod tests {
 
     #[test]
     fn create_body_carries_the_spec_and_labels() {
-        let body = create_body("m1", &unit(), "web@1", 42);
+        let host = Host {
+            machine_id: "m1".into(),
+            local_endpoint: Some(SocketAddr::from(([127, 0, 0, 1], 4001))),
+        };
+        let body = create_body(&host, &unit(), "web@1", 42);
         let labels = body.labels.clone().expect("labels");
         assert_eq!(labels.get(LABEL_MACHINE).map(String::as_str), Some("m1"));
         assert_eq!(labels.get(LABEL_UNIT).map(String::as_str), Some("web"));
@@ -637,7 +689,21 @@ mod tests {
         );
         assert_eq!(labels.get(LABEL_REVISION).map(String::as_str), Some("42"));
         assert_eq!(labels.get("team").map(String::as_str), Some("a"));
-        assert_eq!(body.env, Some(vec!["A=1".to_owned()]));
+        assert_eq!(
+            body.env,
+            Some(
+                [
+                    "A=1",
+                    "SHOAL_INSTANCE=web@1",
+                    "SHOAL_INSTANCE_INDEX=1",
+                    "SHOAL_LOCAL_ENDPOINT=127.0.0.1:4001",
+                    "SHOAL_MACHINE_ID=m1",
+                    "SHOAL_UNIT=web",
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
         assert_eq!(
             body.cmd,
             Some(vec![
@@ -652,6 +718,7 @@ mod tests {
         assert_eq!(hc.nano_cpus, Some(500_000_000));
         assert_eq!(hc.binds, Some(vec!["/tmp:/data:ro".to_owned()]));
         assert_eq!(hc.init, Some(true));
+        assert_eq!(hc.network_mode.as_deref(), Some("host"));
         assert_eq!(
             hc.restart_policy.and_then(|r| r.name),
             Some(RestartPolicyNameEnum::ON_FAILURE)

@@ -19,6 +19,7 @@ pub mod lease;
 pub mod local;
 pub mod machine;
 pub mod reconcile;
+pub mod slots;
 
 use std::time::Duration;
 

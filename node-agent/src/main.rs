@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use node_agent::config::{self, Cli, Command, Environment};
-use node_agent::docker::Docker;
+use node_agent::docker::{Docker, Host};
 use node_agent::lease::{error_chain, Lease, LeaseState};
 use node_agent::reconcile::Reconciler;
 use node_agent::{install, local, machine};
@@ -52,7 +52,11 @@ async fn shutdown_signal() {
 
 async fn run(settings: config::Settings) -> anyhow::Result<()> {
     let client = node_agent::cluster_client(&settings.server, settings.token.as_deref())?;
-    let docker = Docker::connect(&settings.docker, &settings.machine_id)?;
+    let host = Host {
+        machine_id: settings.machine_id.clone(),
+        local_endpoint: Some(settings.local_endpoint),
+    };
+    let docker = Docker::connect(&settings.docker, host)?;
     let docker_version = match docker.version().await {
         Ok(v) => v,
         Err(e) => {

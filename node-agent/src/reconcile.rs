@@ -14,11 +14,19 @@
 //! ([`LeaseState::is_fenced`]), the pass only stops running containers of
 //! exclusive units ([`fence_plan`]) and reports nothing.
 //!
+//! Adoption: for one lease TTL after the agent starts, containers of
+//! instances that have no placement at all are kept ([`hold_unassigned`]): a
+//! machine that comes back finds the placements of what it ran gone (the
+//! engine saw it missing) and the engine places those instances on it again
+//! within moments, so its running containers are adopted instead of being
+//! removed and recreated. Containers of instances placed on another machine
+//! are removed at once.
+//!
 //! A pass runs when the key-space watch on `/_shoal` sees a placement or unit
 //! change, when Docker reports an event for this machine's containers, when
 //! the fencing verdict flips, and every resync period.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -303,6 +311,23 @@ fn last_segment(key: Option<&str>) -> &str {
     key.and_then(|k| k.rsplit('/').next()).unwrap_or_default()
 }
 
+/// Drops from `actions` the removals of unassigned containers whose
+/// instance is not placed on another machine (the adoption grace after a
+/// start); everything else stays.
+pub fn hold_unassigned(actions: Vec<Action>, placed_elsewhere: &BTreeSet<String>) -> Vec<Action> {
+    actions
+        .into_iter()
+        .filter(|a| match a {
+            Action::Remove {
+                reason: RemoveReason::Unassigned,
+                instance,
+                ..
+            } => placed_elsewhere.contains(instance),
+            _ => true,
+        })
+        .collect()
+}
+
 /// Drives Docker towards this machine's placements.
 #[derive(Debug)]
 pub struct Reconciler {
@@ -311,6 +336,8 @@ pub struct Reconciler {
     machine_id: String,
     lease: Arc<LeaseState>,
     resync: Duration,
+    /// Until then unassigned containers are kept (see [`hold_unassigned`]).
+    adopt_until: Option<tokio::time::Instant>,
     /// Starts done by the agent (not Docker) per container id.
     agent_restarts: HashMap<String, u64>,
     /// The last error per instance (cleared when the instance runs).
@@ -325,6 +352,7 @@ impl Reconciler {
             client,
             machine_id: docker.machine_id().to_owned(),
             docker,
+            adopt_until: Some(tokio::time::Instant::now() + lease.ttl()),
             lease,
             resync: DEFAULT_RESYNC,
             agent_restarts: HashMap::new(),
@@ -339,7 +367,10 @@ impl Reconciler {
         self
     }
 
-    async fn read_desired(&self) -> Result<BTreeMap<String, DesiredInstance>, ClientError> {
+    /// This machine's desired instances, and the instances placed on other machines.
+    async fn read_desired(
+        &self,
+    ) -> Result<(BTreeMap<String, DesiredInstance>, BTreeSet<String>), ClientError> {
         let mut placements = Vec::new();
         for node in list_dir(&self.client, PLACEMENTS_DIR).await? {
             let value = node.value.as_deref().unwrap_or_default();
@@ -361,7 +392,15 @@ impl Reconciler {
                 Err(e) => tracing::warn!(key = ?node.key, error = %e, "unreadable unit"),
             }
         }
-        Ok(desired_instances(&self.machine_id, &placements, &units))
+        let elsewhere = placements
+            .iter()
+            .filter(|p| p.assignment.machine_id != self.machine_id)
+            .map(|p| p.assignment.instance.clone())
+            .collect();
+        Ok((
+            desired_instances(&self.machine_id, &placements, &units),
+            elsewhere,
+        ))
     }
 
     /// The fencing check right before `docker start`: the placement still
@@ -573,9 +612,15 @@ impl Reconciler {
             }
             return Ok(());
         }
-        let desired = self.read_desired().await?;
+        let (desired, elsewhere) = self.read_desired().await?;
         let actual = self.docker.list().await?;
-        let actions = plan(&desired, &actual);
+        let mut actions = plan(&desired, &actual);
+        match self.adopt_until {
+            Some(until) if tokio::time::Instant::now() < until => {
+                actions = hold_unassigned(actions, &elsewhere);
+            }
+            _ => self.adopt_until = None,
+        }
         for action in &actions {
             self.execute(action, &desired).await;
         }
@@ -689,14 +734,20 @@ impl Reconciler {
                 }
             }
             let wait = self.resync.saturating_sub(last_pass.elapsed());
-            // Wake at least every second to notice the lease lapsing.
+            // Wake at least every second to notice the lease lapsing and the
+            // adoption grace ending.
             let tick = wait.min(Duration::from_secs(1));
             tokio::select! {
                 () = &mut shutdown => break,
                 () = self.wake.notified() => due = true,
                 () = tokio::time::sleep(tick) => {
                     let now_fenced = self.lease.is_fenced();
-                    due = now_fenced != fenced || last_pass.elapsed() >= self.resync;
+                    let grace_over = self
+                        .adopt_until
+                        .is_some_and(|until| tokio::time::Instant::now() >= until);
+                    due = now_fenced != fenced
+                        || grace_over
+                        || last_pass.elapsed() >= self.resync;
                     fenced = now_fenced;
                 }
             }
@@ -713,19 +764,9 @@ mod tests {
 
     fn unit(name: &str, restart: RestartPolicy, kind: UnitKind) -> Unit {
         Unit {
-            name: name.into(),
-            image: "img".into(),
-            command: vec![],
-            env: BTreeMap::new(),
-            ports: vec![],
-            volumes: vec![],
             restart,
-            cpu_millis: 0,
-            memory_mb: 0,
-            labels: BTreeMap::new(),
-            placement: Default::default(),
             kind,
-            desired: Desired::Launched,
+            ..Unit::new(name, "img")
         }
     }
 
@@ -807,6 +848,25 @@ mod tests {
             vec![
                 remove("gone@2", "c8", RemoveReason::Unassigned),
                 remove("old", "c9", RemoveReason::Unassigned),
+                create("web@1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_adoption_grace_keeps_unplaced_instances_only() {
+        let actions = vec![
+            remove("gone", "c1", RemoveReason::Unassigned),
+            remove("moved", "c2", RemoveReason::Unassigned),
+            remove("web@1", "c3", RemoveReason::Outdated),
+            create("web@1"),
+        ];
+        let elsewhere = BTreeSet::from(["moved".to_owned()]);
+        assert_eq!(
+            hold_unassigned(actions, &elsewhere),
+            vec![
+                remove("moved", "c2", RemoveReason::Unassigned),
+                remove("web@1", "c3", RemoveReason::Outdated),
                 create("web@1"),
             ]
         );

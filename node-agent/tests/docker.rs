@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use api::client::{GetOptions, SetOptions};
-use api::fleet::{Assignment, Desired, InstanceState, Port, RestartPolicy, Unit, UnitKind};
-use node_agent::docker::{Docker, DockerError, LABEL_MACHINE};
+use api::fleet::{Assignment, InstanceState, Port, RestartPolicy, Unit, UnitKind};
+use node_agent::docker::{Docker, DockerError, Host, LABEL_MACHINE};
 use node_agent::lease::LeaseState;
 use node_agent::reconcile::{plan, Action, DesiredInstance, Reconciler, RemoveReason};
 
@@ -53,12 +53,20 @@ fn unique_machine(name: &str) -> String {
     format!("test{}{nanos}-{name}", std::process::id())
 }
 
+/// The host as an agent without a local endpoint describes it.
+fn host(machine: &str) -> Host {
+    Host {
+        machine_id: machine.to_owned(),
+        local_endpoint: None,
+    }
+}
+
 /// A connected Docker for a fresh machine id, with the test image present;
 /// `None` (after a notice) when Docker is absent and not required.
 async fn docker(name: &str) -> Option<(Docker, Cleanup)> {
     let required = std::env::var("SHOAL_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
     let machine = unique_machine(name);
-    let connected = match Docker::connect(&docker_endpoint(), &machine) {
+    let connected = match Docker::connect(&docker_endpoint(), host(&machine)) {
         Ok(d) => match d.version().await {
             Ok(_) => Ok(d),
             Err(e) => Err(e.to_string()),
@@ -86,19 +94,12 @@ async fn docker(name: &str) -> Option<(Docker, Cleanup)> {
 
 fn unit(name: &str, command: &[&str]) -> Unit {
     Unit {
-        name: name.into(),
-        image: IMAGE.into(),
         command: command.iter().map(|s| (*s).to_owned()).collect(),
         env: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
-        ports: vec![],
-        volumes: vec![],
         restart: RestartPolicy::Always,
         cpu_millis: 100,
         memory_mb: 32,
-        labels: BTreeMap::new(),
-        placement: Default::default(),
-        kind: UnitKind::Replicated,
-        desired: Desired::Launched,
+        ..Unit::new(name, IMAGE)
     }
 }
 
@@ -197,7 +198,7 @@ async fn running_containers_are_adopted_not_duplicated() {
     d.start(&id).await.expect("start");
 
     // A restarted agent (a new connection) sees the container and keeps it.
-    let again = Docker::connect(&docker_endpoint(), d.machine_id()).expect("connect");
+    let again = Docker::connect(&docker_endpoint(), host(d.machine_id())).expect("connect");
     let actual = again.list().await.expect("list");
     let want = |revision| {
         BTreeMap::from([(
@@ -226,7 +227,8 @@ async fn running_containers_are_adopted_not_duplicated() {
         ]
     );
     // Another machine sharing the engine sees none of it.
-    let other = Docker::connect(&docker_endpoint(), &unique_machine("other")).expect("connect");
+    let other =
+        Docker::connect(&docker_endpoint(), host(&unique_machine("other"))).expect("connect");
     assert!(other.list().await.expect("list").is_empty());
 }
 

@@ -73,6 +73,10 @@ pub struct Config {
     /// Seconds a write may wait for a quorum before it is answered as unknown.
     #[arg(long, env = "SHOAL_WRITE_TIMEOUT", default_value_t = 5)]
     pub write_timeout: u64,
+    /// PEM file of the ed25519 public key update payloads must be signed with;
+    /// without it, uploads are stored with whatever signature they carry.
+    #[arg(long, env = "SHOAL_UPDATE_PUBLIC_KEY")]
+    pub update_public_key: Option<PathBuf>,
 }
 
 /// Validated settings the server runs with.
@@ -108,6 +112,8 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// How long a write waits for a quorum.
     pub write_timeout: Duration,
+    /// The public key update payloads must be signed with, if any.
+    pub update_public_key: Option<PathBuf>,
 }
 
 fn parse_urls(list: &str, what: &str) -> anyhow::Result<Vec<Url>> {
@@ -197,6 +203,7 @@ impl Config {
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             max_request_bytes: self.max_request_bytes,
             write_timeout: Duration::from_secs(self.write_timeout),
+            update_public_key: self.update_public_key,
         })
     }
 }

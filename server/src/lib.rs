@@ -14,6 +14,7 @@ pub mod member;
 pub mod proposer;
 pub mod raft;
 pub mod read_index;
+pub mod updates;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -127,6 +128,11 @@ pub async fn run(
         read_index: read_index::ReadIndex::default(),
     });
 
+    let updates = Arc::new(updates::Updates::open(
+        member.clone(),
+        &settings.data_dir,
+        settings.update_public_key.as_deref(),
+    )?);
     let mut servers = tokio::task::JoinSet::new();
     let peer_listener = bind(&settings.peer_listen).await?;
     let peer_app = http::peer_router(member.clone(), settings.cluster_token.clone());
@@ -137,7 +143,7 @@ pub async fn run(
     });
     for url in &settings.client_listen {
         let listener = bind(url).await?;
-        let app = http::client_router(member.clone(), settings.max_request_bytes);
+        let app = http::client_router(member.clone(), settings.max_request_bytes, updates.clone());
         servers.spawn(async move { axum::serve(listener, app).await.context("client server") });
     }
     let engine_member = member.clone();

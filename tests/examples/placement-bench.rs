@@ -29,9 +29,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use api::client::{DeleteOptions, GetOptions, SetOptions};
-use api::fleet::{
-    Assignment, Desired, Machine, Placement, Unit, MACHINES_DIR, PLACEMENTS_DIR, UNPLACED_DIR,
-};
+use api::fleet::{Assignment, Machine, Unit, MACHINES_DIR, PLACEMENTS_DIR, UNPLACED_DIR};
 use api::Client;
 use futures::stream::{self, StreamExt as _};
 use tokio::time::Instant;
@@ -348,19 +346,11 @@ impl Kind {
 
 fn base_unit(name: String) -> Unit {
     Unit {
-        name,
-        image: "shoal-test/busybox".into(),
         command: vec!["sleep".into(), "3600".into()],
-        env: BTreeMap::new(),
-        ports: Vec::new(),
-        volumes: Vec::new(),
         restart: api::fleet::RestartPolicy::Always,
         cpu_millis: 100,
         memory_mb: 128,
-        labels: BTreeMap::new(),
-        placement: Placement::default(),
-        kind: api::fleet::UnitKind::Replicated,
-        desired: Desired::Launched,
+        ..Unit::new(name, "shoal-test/busybox")
     }
 }
 

@@ -2,212 +2,75 @@
 //! machine ids and metadata, sharing this host's Docker engine, told apart by
 //! labels), units placed by the engine and run as real containers.
 //!
-//! Proves: replicas spread under `Conflicts`; required metadata is honoured;
-//! a killed agent's instance comes back on another machine once its lease
-//! lapses; a restarted agent adopts or removes containers instead of
-//! duplicating them; `shoalctl journal` shows a container's output through
-//! its agent; destroying a unit removes its containers.
+//! Proves: every placement rule (replicas with `Conflicts` and `spread`,
+//! required metadata, a `machine_id` pin, `machine_of`, a global unit); a
+//! container stopped behind the agent's back is restarted; a lost machine's
+//! replicated instances come back elsewhere while instances that only fit
+//! there say why they cannot be placed; a restarted agent adopts its
+//! containers or removes the ones moved away, never duplicating them;
+//! `shoalctl journal` shows a container's output through its agent;
+//! destroying units removes their containers. And self-fencing across
+//! processes: an agent cut off from the cluster stops its exclusive
+//! container before the engine starts it elsewhere.
 //! Needs Docker: fails (does not skip) when `SHOAL_REQUIRE_DOCKER=1`.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, heavy_test_lock, shoal_binary, Cluster, Flavor};
+use crate::agents::{
+    containers, docker_ready, ensure_image, get, remove_containers, running, submit, wait_machines,
+    wait_unit, Agent, IMAGE,
+};
+use crate::harness::{heavy_test_lock, shoal_binary, Cluster, Flavor};
+use crate::proxy::Proxy;
 
-const IMAGE: &str = "shoal-test/busybox:latest";
-const LEASE_TTL: &str = "3";
+/// How long any convergence may take before the test fails.
+const CONVERGE: Duration = Duration::from_secs(60);
 
-/// True when Docker answers; with `SHOAL_REQUIRE_DOCKER=1` its absence is an error.
-fn docker_ready() -> Result<bool> {
-    let ok = Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var("SHOAL_REQUIRE_DOCKER").as_deref() == Ok("1") {
-        bail!("SHOAL_REQUIRE_DOCKER=1 but `docker info` fails: start dockerd");
-    }
-    Ok(ok)
-}
-
-fn ensure_image() -> Result<()> {
-    let have = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    if !have.success() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-image");
-        let built = Command::new("bash").arg(script).status()?;
-        ensure!(built.success(), "scripts/test-image failed");
-    }
-    Ok(())
-}
-
-/// Containers of this test run, by label, as `instance -> machine`.
-fn containers(run: &str) -> Result<Vec<(String, String, String)>> {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "--filter",
-            "label=shoal.machine",
-            "--format",
-            "{{.Label \"shoal.instance\"}} {{.Label \"shoal.machine\"}} {{.State}}",
-        ])
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.split_whitespace();
-            Some((
-                parts.next()?.to_owned(),
-                parts.next()?.to_owned(),
-                parts.next().unwrap_or("").to_owned(),
-            ))
-        })
-        .filter(|(_, m, _)| m.starts_with(run))
-        .collect())
-}
-
-fn remove_containers(run: &str) {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=shoal.machine"])
-        .output();
-    if let Ok(out) = out {
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let inspect = Command::new("docker")
-                .args([
-                    "inspect",
-                    "-f",
-                    "{{index .Config.Labels \"shoal.machine\"}}",
-                    id,
-                ])
-                .output();
-            if inspect.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with(run)) {
-                let _ = Command::new("docker")
-                    .args(["rm", "-f", id])
-                    .stdout(Stdio::null())
-                    .status();
-            }
-        }
-    }
-}
-
-/// One agent process; SIGKILLed on drop.
-struct Agent {
-    id: String,
-    args: Vec<String>,
-    log: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Agent {
-    fn start(dir: &Path, server: &str, id: &str, metadata: &str) -> Result<Agent> {
-        let args = vec![
-            "--server".into(),
-            server.into(),
-            "--machine-id".into(),
-            id.into(),
-            "--metadata".into(),
-            metadata.into(),
-            "--state-dir".into(),
-            dir.join(id).display().to_string(),
-            "--local-endpoint".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--lease-ttl".into(),
-            LEASE_TTL.into(),
-        ];
-        let mut a = Agent {
-            id: id.into(),
-            args,
-            log: dir.join(format!("{id}.log")),
-            child: None,
-        };
-        a.spawn()?;
-        Ok(a)
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(shoal_binary("shoal-agent"))
-            .args(&self.args)
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("spawn shoal-agent")?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn get(url: &str) -> Result<Value> {
-    Ok(reqwest::get(url).await?.json().await?)
-}
-
-/// Polls `GET /api/v1/units/{name}` until `done` holds or `timeout` passes.
-async fn wait_unit(
-    base: &str,
-    name: &str,
-    timeout: Duration,
+/// Polls Docker until `done` holds for this run's containers.
+async fn wait_containers(
+    run: &str,
     what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Result<Value> {
-    let deadline = Instant::now() + timeout;
+    done: impl Fn(&[(String, String, String)]) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + CONVERGE;
     loop {
-        let status = get(&format!("{base}/api/v1/units/{name}")).await?;
-        if done(&status) {
-            return Ok(status);
+        let now = containers(run)?;
+        if done(&now) {
+            return Ok(());
         }
-        if Instant::now() > deadline {
-            bail!("{what}: not reached in {timeout:?}; last status {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        ensure!(Instant::now() < deadline, "{what}: Docker has {now:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-/// `(instance, machine)` of every instance that the agent of the machine it
-/// is placed on reports running (a stale report from a lost machine does not count).
-fn running(status: &Value) -> Vec<(String, String)> {
-    status["instances"]
-        .as_array()
-        .map(|is| {
-            is.iter()
-                .filter(|i| {
-                    i["actual"]["state"] == "running"
-                        && i["actual"]["machine_id"] == i["machine_id"]
-                })
-                .filter_map(|i| {
-                    Some((
-                        i["instance"].as_str()?.to_owned(),
-                        i["machine_id"].as_str()?.to_owned(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// Destroys `units` and waits until this run has no containers left.
+async fn destroy_all(base: &str, run: &str, units: &[&str]) -> Result<()> {
+    let http = reqwest::Client::new();
+    for name in units {
+        let resp = http
+            .delete(format!("{base}/api/v1/units/{name}"))
+            .send()
+            .await?;
+        ensure!(
+            resp.status().is_success(),
+            "destroy {name}: {}",
+            resp.status()
+        );
+    }
+    wait_containers(run, "containers left after destroy", <[_]>::is_empty).await
+}
+
+/// `(instance, machine)` pairs of the running containers of `unit`.
+fn in_docker(all: &[(String, String, String)], unit: &str) -> BTreeSet<(String, String)> {
+    all.iter()
+        .filter(|(i, _, state)| state == "running" && i.split('@').next() == Some(unit))
+        .map(|(i, m, _)| (i.clone(), m.clone()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,81 +88,85 @@ async fn units_run_as_containers_and_survive_a_lost_machine() -> Result<()> {
     let cluster = Cluster::start_with(Flavor::Shoal, 1, &[]).await?;
     let base = cluster.members[0].client_url();
     let dir = tempfile::tempdir()?;
+    let (m1, m2, m3) = (
+        format!("{run}-m1"),
+        format!("{run}-m2"),
+        format!("{run}-m3"),
+    );
 
     eprintln!("--- three agents: two in region eu, one in us");
     let mut agents = vec![
-        Agent::start(dir.path(), &base, &format!("{run}-m1"), "region=eu")?,
-        Agent::start(dir.path(), &base, &format!("{run}-m2"), "region=eu")?,
-        Agent::start(dir.path(), &base, &format!("{run}-m3"), "region=us")?,
+        Agent::start(dir.path(), &base, &m1, "region=eu")?,
+        Agent::start(dir.path(), &base, &m2, "region=eu")?,
+        Agent::start(dir.path(), &base, &m3, "region=us")?,
     ];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let machines = get(&format!("{base}/api/v1/machines")).await?;
-        let ids: BTreeSet<String> = machines
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["id"].as_str().map(str::to_owned))
-            .collect();
-        if agents.iter().all(|a| ids.contains(&a.id)) {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "agents did not register: {machines}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_machines(&base, &agents.iter().collect::<Vec<_>>()).await?;
 
-    eprintln!("--- web: 2 replicas that conflict with each other; db: region us only");
-    let http = reqwest::Client::new();
-    let web = json!({
-        "name": "web", "image": IMAGE, "command": ["sleep", "3600"], "desired": "launched",
-        "placement": { "replicas": 2, "conflicts": ["web*"] }
-    });
-    let db = json!({
-        "name": "db", "image": IMAGE, "command": ["sh", "-c", "echo db-says-hello; exec sleep 3600"], "desired": "launched",
-        "placement": { "machine-metadata": { "region": ["us"] } }
-    });
-    for unit in [&web, &db] {
-        let resp = http
-            .post(format!("{base}/api/v1/units"))
-            .json(unit)
-            .send()
-            .await?;
-        ensure!(
-            resp.status().as_u16() == 201,
-            "submit: {} {}",
-            resp.status(),
-            resp.text().await?
-        );
+    eprintln!("--- one unit per placement rule");
+    let sleep = json!(["sleep", "3600"]);
+    let units = [
+        json!({"name": "web", "image": IMAGE, "command": sleep, "desired": "launched",
+               "placement": {"replicas": 2, "conflicts": ["web*"], "spread": "region"}}),
+        json!({"name": "db", "image": IMAGE, "desired": "launched",
+               "command": ["sh", "-c", "echo db-says-hello; exec sleep 3600"],
+               "placement": {"machine-metadata": {"region": ["us"]}}}),
+        json!({"name": "pinned", "image": IMAGE, "command": sleep, "desired": "launched",
+               "placement": {"machine-id": m2}}),
+        json!({"name": "sidecar", "image": IMAGE, "command": sleep, "desired": "launched",
+               "placement": {"machine-of": "db"}}),
+        json!({"name": "node", "image": IMAGE, "command": sleep, "desired": "launched",
+               "placement": {"global": true}}),
+    ];
+    for unit in &units {
+        submit(&base, unit).await?;
     }
-    let status = wait_unit(
-        &base,
-        "web",
-        Duration::from_secs(60),
-        "web running twice",
-        |s| running(s).len() == 2,
-    )
-    .await?;
-    let machines: BTreeSet<String> = running(&status).into_iter().map(|(_, m)| m).collect();
-    ensure!(
-        machines.len() == 2,
-        "conflicting replicas share a machine: {status}"
-    );
-    let status = wait_unit(&base, "db", Duration::from_secs(60), "db running", |s| {
-        running(s).len() == 1
+    let web = wait_unit(&base, "web", CONVERGE, "web running twice", |s| {
+        running(s).len() == 2
     })
     .await?;
+    let web_on: BTreeSet<String> = running(&web).into_iter().map(|(_, m)| m).collect();
     ensure!(
-        running(&status)[0].1 == format!("{run}-m3"),
-        "db must run in region us: {status}"
+        web_on.len() == 2 && web_on.contains(&m3),
+        "web must spread over both regions, one per machine: {web}"
     );
-    let in_docker = containers(&run)?;
-    ensure!(
-        in_docker.len() == 3,
-        "3 containers expected in Docker, found {in_docker:?}"
-    );
+    let want_one = |unit: &str, machine: &str| {
+        let (unit, machine) = (unit.to_owned(), machine.to_owned());
+        move |s: &Value| running(s) == vec![(unit.clone(), machine.clone())]
+    };
+    wait_unit(
+        &base,
+        "db",
+        CONVERGE,
+        "db on the us machine",
+        want_one("db", &m3),
+    )
+    .await?;
+    wait_unit(
+        &base,
+        "pinned",
+        CONVERGE,
+        "pinned on m2",
+        want_one("pinned", &m2),
+    )
+    .await?;
+    wait_unit(
+        &base,
+        "sidecar",
+        CONVERGE,
+        "sidecar beside db",
+        want_one("sidecar", &m3),
+    )
+    .await?;
+    let node = wait_unit(&base, "node", CONVERGE, "node on every machine", |s| {
+        running(s).len() == 3
+    })
+    .await?;
+    let node_on: BTreeSet<String> = running(&node).into_iter().map(|(_, m)| m).collect();
+    ensure!(node_on.len() == 3, "one node instance per machine: {node}");
+    wait_containers(&run, "8 running containers", |c| {
+        c.len() == 8 && c.iter().all(|(_, _, state)| state == "running")
+    })
+    .await?;
 
     eprintln!("--- shoalctl journal db: the container's output, through the agent that runs it");
     let out = Command::new(shoal_binary("shoalctl"))
@@ -312,81 +179,163 @@ async fn units_run_as_containers_and_survive_a_lost_machine() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    eprintln!("--- kill the agent running web@1; the instance comes back elsewhere");
-    let web_status = get(&format!("{base}/api/v1/units/web")).await?;
-    let (_, victim) = running(&web_status)
-        .into_iter()
-        .find(|(i, _)| i == "web@1")
-        .context("web@1 running")?;
-    let victim_idx = agents
-        .iter()
-        .position(|a| a.id == victim)
-        .context("victim agent")?;
-    agents[victim_idx].kill();
-    let status = wait_unit(&base, "web", Duration::from_secs(60), "web@1 moved", |s| {
-        running(s).iter().any(|(i, m)| i == "web@1" && *m != victim)
+    eprintln!("--- docker stop the pinned container: its agent starts it again");
+    let pinned = Command::new("docker")
+        .args(["ps", "-q", "--filter", "label=shoal.instance=pinned"])
+        .args(["--filter", &format!("label=shoal.machine={m2}")])
+        .output()?;
+    let pinned = String::from_utf8_lossy(&pinned.stdout).trim().to_owned();
+    ensure!(!pinned.is_empty(), "pinned's container on m2");
+    let stopped = Command::new("docker")
+        .args(["stop", "-t", "1", &pinned])
+        .stdout(Stdio::null())
+        .status()?;
+    ensure!(stopped.success(), "docker stop pinned");
+    wait_unit(&base, "pinned", CONVERGE, "pinned restarted", |s| {
+        running(s).len() == 1 && s["instances"][0]["actual"]["restarts"].as_u64() >= Some(1)
     })
     .await?;
-    eprintln!("    web is now {:?}", running(&status));
 
-    eprintln!(
-        "--- restart the killed agent: it removes its stale web@1 instead of keeping a duplicate"
+    eprintln!("--- kill the us agent: web moves, db and sidecar say why they cannot be placed");
+    let db = get(&format!("{base}/api/v1/units/db")).await?;
+    let db_container = db["instances"][0]["actual"]["container_id"].clone();
+    ensure!(db_container.is_string(), "db's container id: {db}");
+    agents[2].kill();
+    let web = wait_unit(&base, "web", CONVERGE, "web back to two eu machines", |s| {
+        let on: BTreeSet<String> = running(s).into_iter().map(|(_, m)| m).collect();
+        on == BTreeSet::from([m1.clone(), m2.clone()])
+    })
+    .await?;
+    eprintln!("    web is now {:?}", running(&web));
+    for unit in ["db", "sidecar"] {
+        let status = wait_unit(&base, unit, CONVERGE, "an unplaced reason", |s| {
+            s["instances"][0]["unplaced_reason"].is_string()
+        })
+        .await?;
+        eprintln!("    {unit}: {}", status["instances"][0]["unplaced_reason"]);
+    }
+    let db = get(&format!("{base}/api/v1/units/db")).await?;
+    let why = db["instances"][0]["unplaced_reason"].as_str().unwrap_or("");
+    ensure!(
+        why.contains("region"),
+        "db's reason must name the rule: {why}"
     );
-    agents[victim_idx].spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let on_victim: Vec<_> = containers(&run)?
-            .into_iter()
-            .filter(|(i, m, _)| i == "web@1" && *m == victim)
+
+    eprintln!("--- restart the us agent: it adopts db, sidecar and node, and drops its old web");
+    let before: BTreeSet<String> = containers(&run)?
+        .into_iter()
+        .filter(|(i, m, _)| *m == m3 && (i == "db" || i == "sidecar"))
+        .map(|(i, _, _)| i)
+        .collect();
+    ensure!(
+        before.len() == 2,
+        "db and sidecar containers stay on m3 while its agent is down"
+    );
+    agents[2].spawn()?;
+    wait_containers(&run, "8 containers, each instance once", |c| {
+        let instances: BTreeSet<&str> = c
+            .iter()
+            .map(|(i, m, _)| {
+                if i.starts_with("node@") {
+                    m.as_str()
+                } else {
+                    i.as_str()
+                }
+            })
             .collect();
-        if on_victim.is_empty() {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "restarted agent kept its unassigned container: {on_victim:?}"
+        c.len() == 8
+            && instances.len() == 8
+            && c.iter().all(|(_, _, state)| state == "running")
+            && in_docker(c, "web").iter().all(|(_, m)| *m != m3)
+            && in_docker(c, "db") == BTreeSet::from([("db".to_owned(), m3.clone())])
+    })
+    .await?;
+    let db = wait_unit(
+        &base,
+        "db",
+        CONVERGE,
+        "db placed on m3 again",
+        want_one("db", &m3),
+    )
+    .await?;
+    ensure!(
+        db["instances"][0]["actual"]["container_id"] == db_container,
+        "db must be adopted, not recreated: was {db_container}, now {db}"
+    );
+
+    eprintln!("--- destroy every unit: their containers go away");
+    destroy_all(&base, &run, &["web", "db", "pinned", "sidecar", "node"]).await?;
+    drop(agents);
+    remove_containers(&run);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cut_off_stops_its_exclusive_unit_before_it_moves() -> Result<()> {
+    if !docker_ready()? {
+        eprintln!(
+            "Docker is not available and SHOAL_REQUIRE_DOCKER is not 1: nothing to test here"
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        return Ok(());
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let _serial = heavy_test_lock().await;
+    ensure_image()?;
+    let run = format!("fence{}", std::process::id());
+    remove_containers(&run);
+    let cluster = Cluster::start_with(Flavor::Shoal, 1, &[]).await?;
+    let base = cluster.members[0].client_url();
+    let server: std::net::SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .context("server address")?;
+    let proxy = Proxy::start(server).await?;
+    let dir = tempfile::tempdir()?;
+    let (m1, m2) = (format!("{run}-m1"), format!("{run}-m2"));
+
+    eprintln!("--- m1 reaches the cluster through a proxy; the exclusive unit runs there");
+    let via_proxy = format!("http://{}", proxy.addr);
+    let a1 = Agent::start(dir.path(), &via_proxy, &m1, "role=any")?;
+    wait_machines(&base, &[&a1]).await?;
+    let solo = json!({"name": "solo", "image": IMAGE, "command": ["sleep", "3600"],
+                      "desired": "launched", "kind": "exclusive"});
+    submit(&base, &solo).await?;
+    wait_unit(&base, "solo", CONVERGE, "solo on m1", |s| {
+        running(s) == vec![("solo".to_owned(), m1.clone())]
+    })
+    .await?;
+    let a2 = Agent::start(dir.path(), &base, &m2, "role=any")?;
+    wait_machines(&base, &[&a1, &a2]).await?;
+
+    eprintln!("--- partition m1: it must stop solo before m2 starts it");
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut stopped_on_m1 = false;
     loop {
-        let web: Vec<_> = containers(&run)?
-            .into_iter()
-            .filter(|(i, _, _)| i.starts_with("web@"))
-            .collect();
-        let instances: BTreeSet<&str> = web.iter().map(|(i, _, _)| i.as_str()).collect();
-        if web.len() == 2 && instances.len() == 2 {
+        let now = containers(&run)?;
+        let solo_running = in_docker(&now, "solo");
+        ensure!(
+            solo_running.len() <= 1,
+            "solo runs on two machines at once: {now:?}"
+        );
+        if !solo_running.contains(&("solo".to_owned(), m1.clone())) {
+            stopped_on_m1 = true;
+        }
+        if solo_running.contains(&("solo".to_owned(), m2.clone())) {
+            ensure!(stopped_on_m1, "m2 started solo while m1 still ran it");
             break;
         }
-        ensure!(
-            Instant::now() < deadline,
-            "exactly web@1 and web@2 should run, Docker has {web:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        ensure!(Instant::now() < deadline, "solo never moved to m2: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    eprintln!("--- destroy both units: their containers go away");
-    for name in ["web", "db"] {
-        let resp = http
-            .delete(format!("{base}/api/v1/units/{name}"))
-            .send()
-            .await?;
-        ensure!(
-            resp.status().is_success(),
-            "destroy {name}: {}",
-            resp.status()
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !containers(&run)?.is_empty() {
-        ensure!(
-            Instant::now() < deadline,
-            "containers left after destroy: {:?}",
-            containers(&run)?
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    drop(agents);
+    eprintln!("--- heal: m1 comes back and removes its stopped copy");
+    proxy.heal();
+    wait_containers(&run, "only m2's solo left", |c| {
+        c.len() == 1 && in_docker(c, "solo") == BTreeSet::from([("solo".to_owned(), m2.clone())])
+    })
+    .await?;
+    destroy_all(&base, &run, &["solo"]).await?;
+    drop((a1, a2));
     remove_containers(&run);
     Ok(())
 }

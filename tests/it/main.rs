@@ -5,6 +5,7 @@
 //! `SHOAL_TEST_TARGET=etcd` runs the Shoal-side tests against etcd instead — only to
 //! check the tests themselves; the default, and CI, is Shoal.
 
+mod agents;
 mod cluster;
 mod differential;
 mod fleet;
@@ -12,4 +13,7 @@ mod harness;
 mod hostile;
 mod membership;
 mod primitives;
+mod proxy;
 mod real_clients;
+mod seed;
+mod updates;

@@ -10,6 +10,7 @@ pub mod locks;
 pub mod members;
 pub mod peer;
 pub mod stats;
+pub mod updates;
 
 use std::sync::Arc;
 
@@ -23,9 +24,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::keyspace::{ErrorCode, KeyError};
 use crate::member::Member;
+use crate::updates::Updates;
 
-/// Routes on the client port.
-pub fn client_router(member: Arc<Member>, max_body: usize) -> Router {
+/// Routes on the client port. Payload uploads stream to disk, outside the body limit.
+pub fn client_router(member: Arc<Member>, max_body: usize, updates: Arc<Updates>) -> Router {
     Router::new()
         .route("/v2/keys", any(keys::handle))
         .route("/v2/keys/", any(keys::handle))
@@ -56,11 +58,13 @@ pub fn client_router(member: Arc<Member>, max_body: usize) -> Router {
         .route("/api/v1/elections/{name}", get(locks::leader))
         .route("/api/v1/elections/{name}/campaign", post(locks::campaign))
         .route("/api/v1/elections/{name}/resign", post(locks::resign))
+        .with_state(member)
+        .merge(updates::router(updates.clone()))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             too_large_as_json(req, next, max_body)
         }))
-        .with_state(member)
+        .merge(updates::upload_router(updates))
 }
 
 /// An `/api/v1` error answer: `{"error":{"code":...,"message":...}}` with `status`.

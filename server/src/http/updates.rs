@@ -1,0 +1,198 @@
+//! `/api/v1/updates`: payload upload and download, channels, agent check-ins,
+//! the machines' update states and the update history (`crate::updates` decides).
+//!
+//! Uploads stream the request body to disk, so their routes (`upload_router`)
+//! sit outside the JSON body limit; every other route is in `router`.
+
+use std::sync::Arc;
+
+use api::updates::{ChannelUpdate, CheckIn, UploadQuery};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use super::api_error;
+use crate::updates::{Location, UpdateError, Updates};
+
+/// Most history events one request returns.
+const MAX_HISTORY: usize = 10_000;
+
+/// The routes that read JSON bodies (the caller applies the body limit).
+pub fn router(updates: Arc<Updates>) -> Router {
+    Router::new()
+        .route("/api/v1/updates/payloads/{sha256}", get(download))
+        .route("/api/v1/updates/channels", get(channels))
+        .route(
+            "/api/v1/updates/channels/{name}",
+            get(channel).put(update_channel),
+        )
+        .route("/api/v1/updates/channels/{name}/pause", post(pause))
+        .route("/api/v1/updates/channels/{name}/resume", post(resume))
+        .route("/api/v1/updates/checkin", post(checkin))
+        .route("/api/v1/updates/machines", get(machines))
+        .route("/api/v1/updates/history", get(history))
+        .with_state(updates)
+}
+
+/// The upload route (and the listing on the same path), without a body limit.
+pub fn upload_router(updates: Arc<Updates>) -> Router {
+    Router::new()
+        .route("/api/v1/updates/payloads", get(payloads).post(upload))
+        .with_state(updates)
+}
+
+fn error(e: &UpdateError) -> Response {
+    let (status, code) = match e {
+        UpdateError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        UpdateError::BadSignature(_) => (StatusCode::BAD_REQUEST, "bad_signature"),
+        UpdateError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        UpdateError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        UpdateError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        UpdateError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt"),
+        UpdateError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+    };
+    api_error(status, code, e.to_string())
+}
+
+fn answer<T: serde::Serialize>(r: Result<T, UpdateError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    api_error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// `POST /api/v1/updates/payloads?version=V&signature=S[&channel=C]` with the
+/// payload as the body: 201 with its metadata, 200 when the version already
+/// holds these bytes, 400 `bad_signature`, 409 `conflict` for other bytes.
+pub async fn upload(
+    State(updates): State<Arc<Updates>>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    body: axum::body::Body,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return bad_request(format!("{} (need version and signature)", e.body_text())),
+    };
+    match updates.upload(query, body.into_data_stream()).await {
+        Ok((meta, true)) => (StatusCode::CREATED, Json(meta)).into_response(),
+        Ok((meta, false)) => Json(meta).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+/// `GET /api/v1/updates/payloads`: every payload's metadata.
+pub async fn payloads(State(updates): State<Arc<Updates>>) -> Response {
+    Json(updates.payloads()).into_response()
+}
+
+/// `GET /api/v1/updates/payloads/{sha256}`: the bytes, with Range support;
+/// a 307 to the member holding them when this one does not.
+pub async fn download(
+    State(updates): State<Arc<Updates>>,
+    Path(sha256): Path<String>,
+    req: Request,
+) -> Response {
+    match updates.locate(&sha256).await {
+        Ok(Location::Here(path)) => match ServeFile::new(path).oneshot(req).await {
+            Ok(resp) => resp.map(axum::body::Body::new),
+            Err(never) => match never {},
+        },
+        Ok(Location::Member(url)) => Redirect::temporary(&format!(
+            "{}/api/v1/updates/payloads/{sha256}",
+            url.trim_end_matches('/')
+        ))
+        .into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+/// `GET /api/v1/updates/channels`.
+pub async fn channels(State(updates): State<Arc<Updates>>) -> Response {
+    Json(updates.channels()).into_response()
+}
+
+/// `GET /api/v1/updates/channels/{name}`, or 404 `not_found`.
+pub async fn channel(State(updates): State<Arc<Updates>>, Path(name): Path<String>) -> Response {
+    answer(updates.channel(&name))
+}
+
+/// `PUT /api/v1/updates/channels/{name}` with a [`ChannelUpdate`]: creates or changes it.
+pub async fn update_channel(
+    State(updates): State<Arc<Updates>>,
+    Path(name): Path<String>,
+    body: Result<Json<ChannelUpdate>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(u)) => answer(updates.update_channel(&name, &u).await),
+        Err(e) => bad_request(e.body_text()),
+    }
+}
+
+/// `POST /api/v1/updates/channels/{name}/pause`.
+pub async fn pause(State(updates): State<Arc<Updates>>, Path(name): Path<String>) -> Response {
+    answer(updates.set_paused(&name, true).await)
+}
+
+/// `POST /api/v1/updates/channels/{name}/resume`: also clears a halt.
+pub async fn resume(State(updates): State<Arc<Updates>>, Path(name): Path<String>) -> Response {
+    answer(updates.set_paused(&name, false).await)
+}
+
+/// `POST /api/v1/updates/checkin` with a [`CheckIn`]: a `CheckInReply`.
+pub async fn checkin(
+    State(updates): State<Arc<Updates>>,
+    body: Result<Json<CheckIn>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(ci)) => answer(updates.checkin(ci).await),
+        Err(e) => bad_request(e.body_text()),
+    }
+}
+
+/// Query of `GET /api/v1/updates/machines`.
+#[derive(Debug, serde::Deserialize)]
+pub struct MachinesQuery {
+    /// Only machines on this channel.
+    pub channel: Option<String>,
+}
+
+/// `GET /api/v1/updates/machines[?channel=C]`: every machine's last check-in.
+pub async fn machines(
+    State(updates): State<Arc<Updates>>,
+    query: Result<Query<MachinesQuery>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => Json(updates.machines(q.channel.as_deref())).into_response(),
+        Err(e) => bad_request(e.body_text()),
+    }
+}
+
+/// Query of `GET /api/v1/updates/history`.
+#[derive(Debug, serde::Deserialize)]
+pub struct HistoryQuery {
+    /// How many of the newest events (default 100).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/updates/history[?limit=N]`: the newest N events, oldest first.
+pub async fn history(
+    State(updates): State<Arc<Updates>>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => {
+            let limit = q.limit.unwrap_or(100).min(MAX_HISTORY);
+            Json(updates.history(limit)).into_response()
+        }
+        Err(e) => bad_request(e.body_text()),
+    }
+}

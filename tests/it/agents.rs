@@ -1,0 +1,250 @@
+//! What the fleet tests share: Docker checks, the test image, `shoal-agent`
+//! processes, and polling the REST API for units and machines.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::Value;
+
+use crate::harness::{free_port, shoal_binary};
+
+/// `POST /api/v1/units`: submits (or updates) a unit; 200 or 201 expected.
+pub async fn submit(base: &str, unit: &Value) -> Result<()> {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/units"))
+        .json(unit)
+        .send()
+        .await?;
+    let status = resp.status();
+    ensure!(
+        status.is_success(),
+        "submit {}: {status} {}",
+        unit["name"],
+        resp.text().await?
+    );
+    Ok(())
+}
+
+/// Waits until every agent's machine is registered.
+pub async fn wait_machines(base: &str, agents: &[&Agent]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let machines = get(&format!("{base}/api/v1/machines")).await?;
+        let ids: BTreeSet<&str> = machines
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        if agents.iter().all(|a| ids.contains(a.id.as_str())) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "agents did not register: {machines}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The local test image (scripts/test-image).
+pub const IMAGE: &str = "shoal-test/busybox:latest";
+/// Lease TTL of the test agents, in seconds.
+pub const LEASE_TTL: &str = "3";
+
+/// True when Docker answers; with `SHOAL_REQUIRE_DOCKER=1` its absence is an error.
+pub fn docker_ready() -> Result<bool> {
+    let ok = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && std::env::var("SHOAL_REQUIRE_DOCKER").as_deref() == Ok("1") {
+        bail!("SHOAL_REQUIRE_DOCKER=1 but `docker info` fails: start dockerd");
+    }
+    Ok(ok)
+}
+
+pub fn ensure_image() -> Result<()> {
+    let have = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !have.success() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-image");
+        let built = Command::new("bash").arg(script).status()?;
+        ensure!(built.success(), "scripts/test-image failed");
+    }
+    Ok(())
+}
+
+/// Containers of this test run, by label, as `instance -> machine`.
+pub fn containers(run: &str) -> Result<Vec<(String, String, String)>> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            "label=shoal.machine",
+            "--format",
+            "{{.Label \"shoal.instance\"}} {{.Label \"shoal.machine\"}} {{.State}}",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+                parts.next().unwrap_or("").to_owned(),
+            ))
+        })
+        .filter(|(_, m, _)| m.starts_with(run))
+        .collect())
+}
+
+pub fn remove_containers(run: &str) {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=shoal.machine"])
+        .output();
+    if let Ok(out) = out {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let inspect = Command::new("docker")
+                .args([
+                    "inspect",
+                    "-f",
+                    "{{index .Config.Labels \"shoal.machine\"}}",
+                    id,
+                ])
+                .output();
+            if inspect.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with(run)) {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f", id])
+                    .stdout(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// One agent process; SIGKILLed on drop.
+pub struct Agent {
+    /// Machine id.
+    pub id: String,
+    args: Vec<String>,
+    log: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts an agent for machine `id` with `metadata` (`k=v,...`) against
+    /// `server`, its state and log in `dir`.
+    pub fn start(dir: &Path, server: &str, id: &str, metadata: &str) -> Result<Agent> {
+        let args = vec![
+            "--server".into(),
+            server.into(),
+            "--machine-id".into(),
+            id.into(),
+            "--metadata".into(),
+            metadata.into(),
+            "--state-dir".into(),
+            dir.join(id).display().to_string(),
+            "--local-endpoint".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--lease-ttl".into(),
+            LEASE_TTL.into(),
+        ];
+        let mut a = Agent {
+            id: id.into(),
+            args,
+            log: dir.join(format!("{id}.log")),
+            child: None,
+        };
+        a.spawn()?;
+        Ok(a)
+    }
+
+    /// Starts the process (again), appending to the same log.
+    pub fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(shoal_binary("shoal-agent"))
+            .args(&self.args)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawn shoal-agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs the process (its containers stay).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `GET url` as JSON.
+pub async fn get(url: &str) -> Result<Value> {
+    Ok(reqwest::get(url).await?.json().await?)
+}
+
+/// Polls `GET /api/v1/units/{name}` until `done` holds or `timeout` passes.
+pub async fn wait_unit(
+    base: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = get(&format!("{base}/api/v1/units/{name}")).await?;
+        if done(&status) {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not reached in {timeout:?}; last status {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `(instance, machine)` of every instance that the agent of the machine it
+/// is placed on reports running (a stale report from a lost machine does not count).
+pub fn running(status: &Value) -> Vec<(String, String)> {
+    status["instances"]
+        .as_array()
+        .map(|is| {
+            is.iter()
+                .filter(|i| {
+                    i["actual"]["state"] == "running"
+                        && i["actual"]["machine_id"] == i["machine_id"]
+                })
+                .filter_map(|i| {
+                    Some((
+                        i["instance"].as_str()?.to_owned(),
+                        i["machine_id"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

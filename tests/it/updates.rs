@@ -1,0 +1,362 @@
+//! The OS update service end to end: `shoalctl update keygen`, a signed
+//! upload accepted and a badly signed one refused by a server that trusts the
+//! public key, a ranged download that resumes mid-file, channel policy
+//! validation, and three fake machines checking in: the canary goes first,
+//! failures reaching the threshold halt the rollout, resume and pause work,
+//! and the history records it all.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _, Result};
+use serde_json::{json, Value};
+
+use crate::harness::{run_with_timeout, shoal_binary, Cluster, Flavor};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs shoalctl against `endpoint`; (success, stdout, stderr).
+fn shoalctl(endpoint: &str, args: &[&str]) -> Result<(bool, String, String)> {
+    let mut cmd = Command::new(shoal_binary("shoalctl"));
+    cmd.arg("--endpoints").arg(endpoint).args(args);
+    run_with_timeout(&mut cmd, TIMEOUT)
+}
+
+/// Runs shoalctl and fails unless it succeeds; its stdout.
+fn shoalctl_ok(endpoint: &str, args: &[&str]) -> Result<String> {
+    let (ok, out, err) = shoalctl(endpoint, args)?;
+    ensure!(ok, "shoalctl {args:?} failed: {err}{out}");
+    Ok(out)
+}
+
+/// Deterministic pseudo-random bytes.
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+async fn checkin(
+    base: &str,
+    machine: &str,
+    version: &str,
+    state: &str,
+    target: Option<&str>,
+) -> Result<Value> {
+    let body = json!({
+        "machine_id": machine, "channel": "stable", "version": version,
+        "state": state, "target": target, "error": "",
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/updates/checkin"))
+        .json(&body)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let reply: Value = resp.json().await?;
+    ensure!(status == 200, "check-in of {machine}: {status} {reply}");
+    Ok(reply)
+}
+
+async fn channel(base: &str) -> Result<Value> {
+    Ok(
+        reqwest::get(format!("{base}/api/v1/updates/channels/stable"))
+            .await?
+            .json()
+            .await?,
+    )
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str().context("temporary path is not UTF-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_upload_ranged_download_and_rollout_decisions() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let keys = dir.path().join("keys");
+    eprintln!("--- keygen writes a secret key only its owner can read");
+    shoalctl_ok(
+        "http://127.0.0.1:1",
+        &["update", "keygen", "--out", path_str(&keys)?],
+    )?;
+    let secret = keys.join("signing.pem");
+    let public = keys.join("public.pem");
+    let mode = std::fs::metadata(&secret)?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "signing.pem has mode {mode:o}");
+    let (ok, _, err) = shoalctl(
+        "http://127.0.0.1:1",
+        &["update", "keygen", "--out", path_str(&keys)?],
+    )?;
+    ensure!(
+        !ok && err.contains("--force"),
+        "keygen must not overwrite: {err}"
+    );
+
+    let cluster = Cluster::start_with(
+        Flavor::Shoal,
+        1,
+        &["--update-public-key", path_str(&public)?],
+    )
+    .await?;
+    let base = cluster.client_urls()[0].clone();
+    let http = reqwest::Client::new();
+
+    eprintln!("--- a 3 MiB payload signed with the key is accepted and points the channel at it");
+    let data = payload(3 * 1024 * 1024 + 17, 7);
+    let file = dir.path().join("os-2.0.img");
+    std::fs::write(&file, &data)?;
+    let out = shoalctl_ok(
+        &base,
+        &[
+            "-o",
+            "json",
+            "update",
+            "upload",
+            path_str(&file)?,
+            "--version",
+            "2.0",
+            "--channel",
+            "stable",
+            "--key",
+            path_str(&secret)?,
+        ],
+    )?;
+    let meta: Value = serde_json::from_str(out.trim())?;
+    let sha = meta["sha256"].as_str().context("sha256")?.to_owned();
+    ensure!(meta["size"] == data.len(), "{meta}");
+    ensure!(channel(&base).await?["version"] == "2.0");
+
+    eprintln!("--- a signature made for another version is refused, and nothing is stored");
+    let sig = shoalctl_ok(
+        &base,
+        &[
+            "update",
+            "sign",
+            path_str(&file)?,
+            "--key",
+            path_str(&secret)?,
+            "--version",
+            "9.9",
+        ],
+    )?;
+    let (ok, out, err) = shoalctl(
+        &base,
+        &[
+            "update",
+            "upload",
+            path_str(&file)?,
+            "--version",
+            "3.0",
+            "--signature",
+            sig.trim(),
+        ],
+    )?;
+    ensure!(
+        !ok && err.contains("bad_signature"),
+        "must be refused: {out}{err}"
+    );
+    let listed: Value = http
+        .get(format!("{base}/api/v1/updates/payloads"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        listed.as_array().map(Vec::len) == Some(1) && listed[0]["version"] == "2.0",
+        "{listed}"
+    );
+
+    eprintln!("--- other bytes under an existing version are a conflict");
+    let other = dir.path().join("other.img");
+    std::fs::write(&other, payload(1000, 8))?;
+    let (ok, _, err) = shoalctl(
+        &base,
+        &[
+            "update",
+            "upload",
+            path_str(&other)?,
+            "--version",
+            "2.0",
+            "--key",
+            path_str(&secret)?,
+        ],
+    )?;
+    ensure!(!ok && err.contains("conflict"), "{err}");
+
+    eprintln!("--- a download resumes from an offset with a Range request");
+    let url = format!("{base}/api/v1/updates/payloads/{sha}");
+    let offset = 1_000_003usize;
+    let resp = http
+        .get(&url)
+        .header("Range", format!("bytes={offset}-"))
+        .send()
+        .await?;
+    ensure!(
+        resp.status().as_u16() == 206,
+        "range answer {}",
+        resp.status()
+    );
+    let tail = resp.bytes().await?;
+    ensure!(
+        tail.len() == data.len() - offset,
+        "tail of {} bytes",
+        tail.len()
+    );
+    ensure!(tail[..] == data[offset..], "the ranged bytes differ");
+    let whole = http.get(&url).send().await?;
+    ensure!(whole.status().as_u16() == 200);
+    ensure!(
+        whole.bytes().await?[..] == data[..],
+        "the whole payload differs"
+    );
+    let missing = http
+        .get(format!("{base}/api/v1/updates/payloads/{}", "0".repeat(64)))
+        .send()
+        .await?;
+    ensure!(missing.status().as_u16() == 404);
+
+    eprintln!("--- channel policies are validated");
+    for bad in [
+        vec!["--window", "whenever"],
+        vec!["--timezone", "Mars/Olympus_Mons"],
+        vec!["--version", "7.7"],
+    ] {
+        let mut args = vec!["update", "channel", "stable"];
+        args.extend(bad.iter().copied());
+        let (ok, _, err) = shoalctl(&base, &args)?;
+        ensure!(!ok && err.contains("bad_request"), "{bad:?}: {err}");
+    }
+    shoalctl_ok(
+        &base,
+        &[
+            "update",
+            "channel",
+            "stable",
+            "--canaries",
+            "1",
+            "--max-reboots",
+            "2",
+            "--failure-threshold",
+            "2",
+            "--window",
+            "* 00:00 168h",
+            "--timezone",
+            "Europe/Berlin",
+        ],
+    )?;
+
+    eprintln!("--- the canary (first machine id) goes first; the others wait for it");
+    for m in ["m1", "m2", "m3"] {
+        let r = checkin(&base, m, "1.0", "idle", None).await?;
+        ensure!(
+            r["offer"]["version"] == "2.0" && r["offer"]["sha256"] == sha.as_str(),
+            "{r}"
+        );
+        ensure!(r["lock"] == json!({"name": "reboot", "limit": 2}), "{r}");
+        ensure!(r["proceed"] == (m == "m1"), "{m}: {r}");
+    }
+    let offer_url = checkin(&base, "m1", "1.0", "downloading", Some("2.0")).await?["offer"]["url"]
+        .as_str()
+        .context("offer url")?
+        .to_owned();
+    ensure!(offer_url == format!("/api/v1/updates/payloads/{sha}"));
+    let r = checkin(&base, "m2", "1.0", "idle", None).await?;
+    ensure!(
+        r["proceed"] == false && r["reason"].as_str().unwrap_or("").contains("m1"),
+        "{r}"
+    );
+    let r = checkin(&base, "m1", "2.0", "updated", Some("2.0")).await?;
+    ensure!(r["offer"].is_null() && r["proceed"] == false, "{r}");
+    let r = checkin(&base, "m2", "1.0", "idle", None).await?;
+    ensure!(r["proceed"] == true, "after the canary: {r}");
+
+    eprintln!("--- failures reaching the threshold (2) halt the rollout for everyone");
+    let r = checkin(&base, "m2", "1.0", "failed", Some("2.0")).await?;
+    ensure!(r["proceed"] == false, "{r}");
+    ensure!(
+        channel(&base).await?["policy"]["halted"] == false,
+        "one failure < 2"
+    );
+    let r = checkin(&base, "m3", "1.0", "rolled_back", Some("2.0")).await?;
+    ensure!(
+        r["proceed"] == false && r["reason"].as_str().unwrap_or("").contains("halted"),
+        "{r}"
+    );
+    let c = channel(&base).await?;
+    ensure!(c["policy"]["halted"] == true, "{c}");
+    let why = c["policy"]["halt_reason"].as_str().unwrap_or("");
+    ensure!(why.contains("m2") && why.contains("m3"), "{c}");
+
+    eprintln!("--- resume clears the halt and forgives the failures; pause holds everyone");
+    shoalctl_ok(&base, &["update", "resume", "stable"])?;
+    let r = checkin(&base, "m3", "1.0", "rolled_back", Some("2.0")).await?;
+    ensure!(r["proceed"] == true, "after resume: {r}");
+    ensure!(channel(&base).await?["policy"]["halted"] == false);
+    shoalctl_ok(&base, &["update", "pause", "stable"])?;
+    let r = checkin(&base, "m3", "1.0", "idle", None).await?;
+    ensure!(
+        r["proceed"] == false && r["reason"].as_str().unwrap_or("").contains("paused"),
+        "{r}"
+    );
+
+    eprintln!("--- status shows every machine; the history recorded every change");
+    let status = shoalctl_ok(&base, &["update", "status", "stable"])?;
+    for needle in [
+        "channel stable: version=2.0 (paused)",
+        "m1",
+        "m2",
+        "m3",
+        "updated",
+        "failed",
+    ] {
+        ensure!(
+            status.contains(needle),
+            "{needle:?} not in status:\n{status}"
+        );
+    }
+    let history: Value = serde_json::from_str(
+        shoalctl_ok(
+            &base,
+            &["-o", "json", "update", "history", "--limit", "1000"],
+        )?
+        .trim(),
+    )?;
+    let kinds: Vec<&str> = history
+        .as_array()
+        .context("history is a list")?
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for kind in [
+        "payload_uploaded",
+        "channel_changed",
+        "machine_state",
+        "channel_halted",
+        "channel_resumed",
+        "channel_paused",
+    ] {
+        ensure!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let last_two: Value = http
+        .get(format!("{base}/api/v1/updates/history?limit=2"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        last_two.as_array().map(Vec::len) == Some(2)
+            && last_two[0]["kind"] == "channel_paused"
+            && last_two[1]["kind"] == "machine_state",
+        "the newest two, oldest first: {last_two}"
+    );
+    Ok(())
+}
