@@ -1,8 +1,10 @@
 //! Proof under fire: a 3-member cluster as real processes, clients doing
 //! quorum reads, writes, compare-and-swaps and deletes on a few keys, a
 //! watcher following them, and a nemesis that on a seeded schedule SIGKILLs
-//! and restarts members (the leader most often) and pauses them
-//! (SIGSTOP/SIGCONT). Every operation is recorded with its invocation and
+//! and restarts members (the leader most often), pauses them
+//! (SIGSTOP/SIGCONT), and cuts them off (an iptables rule dropping every
+//! packet to the member's peer port: it hears no leader and no votes, while
+//! its own campaigns still reach the others, an asymmetric partition). Every operation is recorded with its invocation and
 //! completion time and checked per key by the linearizability checker; the
 //! watch stream must be ordered, hold every acknowledged write and invent
 //! nothing. A run that proved nothing fails: it needs a minimum of completed
@@ -210,6 +212,60 @@ async fn term_of(urls: &[String]) -> Option<u64> {
     None
 }
 
+/// An iptables rule dropping every packet to a loopback port; removed on drop.
+struct Blackhole {
+    port: u16,
+}
+
+impl Blackhole {
+    fn rule(port: u16, op: &str) -> Result<()> {
+        let out = std::process::Command::new("iptables")
+            .args([
+                op,
+                "INPUT",
+                "-i",
+                "lo",
+                "-p",
+                "tcp",
+                "--dport",
+                &port.to_string(),
+                "-j",
+                "DROP",
+            ])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => bail!(
+                "iptables {op} for port {port}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => bail!("iptables is needed for partitions (apt-get install -y iptables): {e}"),
+        }
+    }
+
+    /// Starts dropping packets to `port`.
+    fn cut(port: u16) -> Result<Blackhole> {
+        Blackhole::rule(port, "-I")?;
+        Ok(Blackhole { port })
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        let _ = Blackhole::rule(self.port, "-D");
+    }
+}
+
+/// The port of a member's peer URL.
+fn peer_port(cluster: &Cluster, m: usize) -> Result<u16> {
+    let url = cluster.members[m].peer_url();
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok());
+    port.ok_or_else(|| anyhow::anyhow!("no port in peer URL {url}"))
+}
+
 /// Faults on a seeded schedule until `until`; answers how many it injected.
 async fn nemesis(
     cluster: &mut Cluster,
@@ -227,20 +283,28 @@ async fn nemesis(
             rng.gen_range(0..cluster.members.len())
         };
         let down = Duration::from_millis(rng.gen_range(500..2500));
-        let what = if rng.gen_bool(0.6) { "kill" } else { "pause" };
+        let what = ["kill", "kill", "pause", "partition"][rng.gen_range(0..4)];
         faults.lock().await.push(format!(
             "{what} n{}{} for {down:?}",
             victim + 1,
             if victim == leader { " (leader)" } else { "" }
         ));
-        if what == "kill" {
-            cluster.member(victim).kill();
-            tokio::time::sleep(down).await;
-            cluster.member(victim).restart().await?;
-        } else {
-            cluster.member(victim).pause()?;
-            tokio::time::sleep(down).await;
-            cluster.member(victim).resume()?;
+        match what {
+            "kill" => {
+                cluster.member(victim).kill();
+                tokio::time::sleep(down).await;
+                cluster.member(victim).restart().await?;
+            }
+            "pause" => {
+                cluster.member(victim).pause()?;
+                tokio::time::sleep(down).await;
+                cluster.member(victim).resume()?;
+            }
+            _ => {
+                let cut = Blackhole::cut(peer_port(cluster, victim)?)?;
+                tokio::time::sleep(down).await;
+                drop(cut);
+            }
         }
         count += 1;
     }
@@ -248,7 +312,7 @@ async fn nemesis(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn histories_under_kills_and_pauses_are_linearizable() -> Result<()> {
+async fn histories_under_kills_pauses_and_partitions_are_linearizable() -> Result<()> {
     let _serial = heavy_test_lock().await;
     let seed = env_u64("SHOAL_NEMESIS_SEED", rand::random::<u16>().into());
     let secs = env_u64("SHOAL_NEMESIS_SECS", 60);
