@@ -5,7 +5,7 @@
 #   bench/placement.sh                         # 1000 machines, 90 x 100 replicas + 1 global, 100 die
 #   bench/placement.sh --machines 200 --units 18 --kill 20   # a quick run
 #
-# Builds `shoal-server` and the `placement-bench` example (tests package) in
+# Builds the `shoal-server` binary and the `placement-bench` example (tests package) in
 # release mode unless BUILD=0, runs it (every extra argument goes to the bench;
 # `--help` lists them), and writes the printed table to
 # bench/results/placement-<date>.md. The server's log stays in the run dir the
@@ -18,7 +18,7 @@ ROOT=$(dirname "$HERE")
 cd "$ROOT"
 
 if [[ ${BUILD:-1} == 1 ]]; then
-  cargo build --release -p server -p tests --example placement-bench
+  cargo build --release -p server -p tests --bin shoal-server --example placement-bench
 fi
 
 BENCH=$ROOT/target/release/examples/placement-bench

@@ -25,7 +25,7 @@ use url::Url;
 use crate::elections::{CampaignRequest, Leader, ResignRequest};
 use crate::error::{ApiErrorBody, EtcdError};
 use crate::keys::KeysResponse;
-use crate::locks::{AcquireRequest, LockList, LockState, ReleaseRequest};
+use crate::locks::{AcquireRequest, LockConfig, LockList, LockState, ReleaseRequest};
 use crate::members::{AddMember, Health, Member, MemberList, Version};
 
 /// Time allowed for any request that is not a long poll (plus any server-side wait).
@@ -777,6 +777,22 @@ impl Client {
             Method::POST,
             &["api", "v1", "locks", name, "release"],
             Some(req),
+            Duration::ZERO,
+        )
+        .await?
+        .json()
+    }
+
+    /// `PUT /api/v1/locks/{name}`: sets the limit of clients that name none (FleetLock).
+    pub async fn configure_lock(
+        &self,
+        name: &str,
+        config: &LockConfig,
+    ) -> Result<LockState, ClientError> {
+        self.json_call(
+            Method::PUT,
+            &["api", "v1", "locks", name],
+            Some(config),
             Duration::ZERO,
         )
         .await?

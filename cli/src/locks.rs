@@ -1,6 +1,7 @@
 //! `lock NAME -- CMD`: run a command while holding a slot of a counting semaphore,
-//! renewing it every ttl/3 and releasing it afterwards; `lock status` and
-//! `lock release` inspect and force-release.
+//! renewing it every ttl/3 and releasing it afterwards; `lock status`, `lock unlock`
+//! and `lock limit` show holders, force-release one (like `locksmithctl`) and set
+//! the limit of clients that name none (FleetLock groups).
 //!
 //! A TTL is not mutual exclusion: if the slot cannot be renewed (someone else took
 //! it, or no renewal succeeded for a whole TTL) the command is killed rather than
@@ -11,8 +12,9 @@ use std::process::{ExitCode, ExitStatus};
 use std::time::Duration;
 
 use anyhow::Context;
-use api::locks::{AcquireRequest, LockState, ReleaseRequest};
+use api::locks::{AcquireRequest, LockConfig, LockState, ReleaseRequest};
 use api::Client;
+use chrono::Utc;
 use clap::{Args, Subcommand};
 use tokio::time::Instant;
 
@@ -25,7 +27,7 @@ const LOCK_BUSY: &str = "lock_busy";
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct LockArgs {
-    /// `status` or `release`; absent to run a command under the lock.
+    /// `status`, `unlock` or `limit`; absent to run a command under the lock.
     #[command(subcommand)]
     pub sub: Option<LockSub>,
     /// The run form's arguments.
@@ -36,7 +38,7 @@ pub struct LockArgs {
 /// `lock NAME [--limit N] [--ttl S] [--holder ID] [--wait S] -- CMD ARGS...`.
 #[derive(Debug, Args)]
 pub struct LockRunArgs {
-    /// The lock to take (the names `status` and `release` are the subcommands).
+    /// The lock to take (`status`, `unlock`, `release` and `limit` are the subcommands).
     #[arg(required = true)]
     pub name: Option<String>,
     /// How many holders the lock admits; 1 makes it a mutex.
@@ -59,21 +61,29 @@ pub struct LockRunArgs {
     pub command: Vec<String>,
 }
 
-/// `lock status|release`.
+/// `lock status|unlock|limit`.
 #[derive(Debug, Subcommand)]
 pub enum LockSub {
-    /// Show one lock, or every lock with a holder.
+    /// Show one lock, or every lock with a holder: limit, holders, fencing tokens, TTL left.
     Status {
         /// The lock to show; all when absent.
         name: Option<String>,
     },
-    /// Force a holder's slot free.
-    Release {
+    /// Force a holder's slot free (like `locksmithctl unlock`).
+    #[command(alias = "release")]
+    Unlock {
         /// The lock.
         name: String,
         /// The holder whose slot is freed.
-        #[arg(long)]
         holder: String,
+    },
+    /// Set how many holders clients that name no limit (FleetLock) are admitted with.
+    Limit {
+        /// The lock (`reboot` for FleetLock group `default`, `reboot-G` for group G).
+        name: String,
+        /// The number of holders.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
     },
 }
 
@@ -85,19 +95,19 @@ pub async fn run(client: &Client, out: &Out, a: LockArgs) -> anyhow::Result<Exit
                 .lock(&name)
                 .await
                 .with_context(|| format!("read lock {name}"))?;
-            out.emit(&state, || output::lock_text(&state))?;
+            out.emit(&state, || output::lock_text(&state, Utc::now()))?;
         }
         Some(LockSub::Status { name: None }) => {
             let list = client.locks().await.context("list locks")?;
             out.emit(&list, || {
                 list.locks
                     .iter()
-                    .map(output::lock_text)
+                    .map(|l| output::lock_text(l, Utc::now()))
                     .collect::<Vec<_>>()
                     .join("\n")
             })?;
         }
-        Some(LockSub::Release { name, holder }) => {
+        Some(LockSub::Unlock { name, holder }) => {
             let state = client
                 .release(
                     &name,
@@ -106,8 +116,15 @@ pub async fn run(client: &Client, out: &Out, a: LockArgs) -> anyhow::Result<Exit
                     },
                 )
                 .await
-                .with_context(|| format!("release lock {name} held by {holder}"))?;
-            out.emit(&state, || output::lock_text(&state))?;
+                .with_context(|| format!("unlock {name} held by {holder}"))?;
+            out.emit(&state, || output::lock_text(&state, Utc::now()))?;
+        }
+        Some(LockSub::Limit { name, limit }) => {
+            let state = client
+                .configure_lock(&name, &LockConfig { limit })
+                .await
+                .with_context(|| format!("set the limit of lock {name}"))?;
+            out.emit(&state, || output::lock_text(&state, Utc::now()))?;
         }
         None => return run_locked(client, a.run).await,
     }

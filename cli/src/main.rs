@@ -62,7 +62,7 @@ enum Command {
     /// Manage the control plane's members.
     #[command(subcommand)]
     Member(members::MemberCommand),
-    /// Run a command holding a lock slot; or show or force-release locks.
+    /// Run a command holding a lock slot; or show, force-release or limit locks.
     Lock(locks::LockArgs),
     /// Campaign to lead an election and hold leadership until Ctrl-C.
     Elect(elections::ElectArgs),
@@ -150,10 +150,17 @@ mod tests {
         assert!(
             matches!(&c.command, Command::Lock(a) if matches!(a.sub, Some(locks::LockSub::Status { name: None })))
         );
-        let c = parse(&["lock", "release", "reboot", "--holder", "m1"]);
+        for verb in ["unlock", "release"] {
+            let c = parse(&["lock", verb, "reboot", "m1"]);
+            assert!(
+                matches!(&c.command, Command::Lock(a) if matches!(&a.sub, Some(locks::LockSub::Unlock { name, holder }) if name == "reboot" && holder == "m1"))
+            );
+        }
+        let c = parse(&["lock", "limit", "reboot-workers", "2"]);
         assert!(
-            matches!(&c.command, Command::Lock(a) if matches!(a.sub, Some(locks::LockSub::Release { .. })))
+            matches!(&c.command, Command::Lock(a) if matches!(a.sub, Some(locks::LockSub::Limit { limit: 2, .. })))
         );
+        assert!(Cli::try_parse_from(["shoalctl", "lock", "limit", "reboot", "0"]).is_err());
         let c = parse(&[
             "-o", "json", "lock", "reboot", "--limit", "2", "--", "sh", "-c", "exit 3",
         ]);

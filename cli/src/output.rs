@@ -10,6 +10,7 @@ use api::keys::{KeysResponse, Node};
 use api::locks::LockState;
 use api::members::Member;
 use api::ClientError;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// etcdctl's exit code for bad arguments (e.g. `get` on a directory).
@@ -120,18 +121,23 @@ pub fn member_line(m: &Member, leader_id: Option<&str>) -> String {
     line
 }
 
-/// A lock and its holders: a header line, then one indented line per holder.
-pub fn lock_text(state: &LockState) -> String {
+/// A lock and its holders, as of `now`: a header line, then one indented line
+/// per holder with its fencing token and the seconds its TTL has left.
+pub fn lock_text(state: &LockState, now: DateTime<Utc>) -> String {
     let mut text = format!(
         "{}: limit={} holders={}",
         state.name,
         state.limit,
         state.holders.len()
     );
+    if let Some(configured) = state.configured_limit {
+        text.push_str(&format!(" configured_limit={configured}"));
+    }
     for h in &state.holders {
         text.push_str(&format!("\n  {} token={}", h.holder, h.token));
         if let Some(exp) = h.expiration {
-            text.push_str(&format!(" expires={}", exp.to_rfc3339()));
+            let left = (exp - now).num_seconds().max(0);
+            text.push_str(&format!(" ttl={left}s expires={}", exp.to_rfc3339()));
         }
         if !h.value.is_empty() {
             text.push_str(&format!(" value={}", h.value));
@@ -215,6 +221,34 @@ mod tests {
         assert_eq!(ls_lines(&tree, false), ["/a", "/d", "/d/x", "/d/e"]);
         assert_eq!(ls_lines(&tree, true), ["/a", "/d/", "/d/x", "/d/e/"]);
         assert_eq!(ls_lines(&node("/f", false, vec![]), true), ["/f"]);
+    }
+
+    #[test]
+    fn lock_text_shows_limits_tokens_and_ttl_left() {
+        let now = Utc::now();
+        let state = LockState {
+            name: "reboot".into(),
+            limit: 2,
+            configured_limit: Some(3),
+            holders: vec![api::locks::Holder {
+                holder: "m1".into(),
+                value: "fleetlock".into(),
+                token: 42,
+                expiration: Some(now + chrono::Duration::seconds(90)),
+            }],
+        };
+        let text = lock_text(&state, now);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("reboot: limit=2 holders=1 configured_limit=3")
+        );
+        let holder = lines.next().unwrap_or_default();
+        assert!(
+            holder.starts_with("  m1 token=42 ttl=90s expires=")
+                && holder.ends_with(" value=fleetlock"),
+            "{holder}"
+        );
     }
 
     #[test]

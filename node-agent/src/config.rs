@@ -25,6 +25,16 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/shoal-agent";
 pub const MACHINE_ID_FILE: &str = "/etc/machine-id";
 /// The Docker socket used when neither `--docker` nor `DOCKER_HOST` is set.
 pub const DEFAULT_DOCKER: &str = "unix:///var/run/docker.sock";
+/// The update channel followed unless told otherwise.
+pub const DEFAULT_CHANNEL: &str = "stable";
+/// The command that reboots the host unless told otherwise.
+pub const DEFAULT_REBOOT_COMMAND: &str = "systemctl reboot";
+/// Seconds between update check-ins unless told otherwise.
+pub const DEFAULT_UPDATE_INTERVAL: u64 = 60;
+/// Seconds a new slot has to become healthy unless told otherwise.
+pub const DEFAULT_HEALTH_DEADLINE: u64 = 120;
+/// Seconds to wait for units to move away before rebooting unless told otherwise.
+pub const DEFAULT_DRAIN_TIMEOUT: u64 = 300;
 
 /// Why the settings could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +83,8 @@ pub struct Cli {
 pub enum Command {
     /// Write the agent's config file and systemd unit.
     Install(crate::install::InstallArgs),
+    /// Make a disk image for the update engine (test hosts).
+    Disk(crate::update::DiskArgs),
 }
 
 /// Flags of the running agent; all optional so the file can fill gaps.
@@ -112,6 +124,30 @@ pub struct RunArgs {
     /// Host name to register (default: the kernel's).
     #[arg(long, env = "SHOAL_HOSTNAME")]
     pub hostname: Option<String>,
+    /// The disk holding the A/B OS slots (block device or image); none disables updates.
+    #[arg(long, env = "SHOAL_DISK")]
+    pub disk: Option<PathBuf>,
+    /// The update channel to follow (default `stable`).
+    #[arg(long, env = "SHOAL_CHANNEL")]
+    pub channel: Option<String>,
+    /// PEM file of the ed25519 public key payloads must be signed with.
+    #[arg(long, env = "SHOAL_UPDATE_PUBLIC_KEY")]
+    pub update_public_key: Option<PathBuf>,
+    /// Shell command that reboots the host (default `systemctl reboot`).
+    #[arg(long, env = "SHOAL_REBOOT_COMMAND")]
+    pub reboot_command: Option<String>,
+    /// Shell command that must exit 0 after booting a new slot (repeatable).
+    #[arg(long = "health-command", env = "SHOAL_HEALTH_COMMAND")]
+    pub health_commands: Vec<String>,
+    /// Seconds between update check-ins (default 60).
+    #[arg(long, env = "SHOAL_UPDATE_INTERVAL")]
+    pub update_interval: Option<u64>,
+    /// Seconds a new slot has to become healthy before it is rolled back (default 120).
+    #[arg(long, env = "SHOAL_HEALTH_DEADLINE")]
+    pub health_deadline: Option<u64>,
+    /// Seconds to wait for units to move away before rebooting anyway (default 300).
+    #[arg(long, env = "SHOAL_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
 }
 
 /// The TOML config file; every field optional, same names as the flags.
@@ -148,6 +184,30 @@ pub struct FileConfig {
     /// Machine metadata as a table (`[metadata]` with `key = "value"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// The disk holding the A/B OS slots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<PathBuf>,
+    /// The update channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// PEM file of the update public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_public_key: Option<PathBuf>,
+    /// Shell command that reboots the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_command: Option<String>,
+    /// Shell commands that must exit 0 after booting a new slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_commands: Vec<String>,
+    /// Seconds between update check-ins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_interval: Option<u64>,
+    /// Seconds a new slot has to become healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_deadline: Option<u64>,
+    /// Seconds to wait for units to move away before rebooting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<u64>,
 }
 
 impl FileConfig {
@@ -187,6 +247,29 @@ pub struct Settings {
     pub lease_ttl: Duration,
     /// Host name override.
     pub hostname: Option<String>,
+    /// The update engine's settings; `None` (no `--disk`) disables updates.
+    pub update: Option<UpdateSettings>,
+}
+
+/// The update engine's resolved settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateSettings {
+    /// The disk holding the A/B slots.
+    pub disk: PathBuf,
+    /// The channel followed.
+    pub channel: String,
+    /// The trusted public key, PEM.
+    pub public_key: String,
+    /// Shell command that reboots the host.
+    pub reboot_command: String,
+    /// Shell commands that must exit 0 after booting a new slot.
+    pub health_commands: Vec<String>,
+    /// Period of check-ins.
+    pub interval: Duration,
+    /// Time a new slot has to become healthy.
+    pub health_deadline: Duration,
+    /// Longest wait for units to move away.
+    pub drain_timeout: Duration,
 }
 
 /// Where default values come from; injected so merging stays testable.
@@ -336,7 +419,86 @@ pub fn resolve(
         local_endpoint,
         lease_ttl: Duration::from_secs(ttl),
         hostname: args.hostname.clone().or_else(|| file.hostname.clone()),
+        update: resolve_update(args, file)?,
     })
+}
+
+/// The update settings, when a disk is configured.
+fn resolve_update(
+    args: &RunArgs,
+    file: &FileConfig,
+) -> Result<Option<UpdateSettings>, ConfigError> {
+    let Some(disk) = args.disk.clone().or_else(|| file.disk.clone()) else {
+        return Ok(None);
+    };
+    let channel = args
+        .channel
+        .clone()
+        .or_else(|| file.channel.clone())
+        .unwrap_or_else(|| DEFAULT_CHANNEL.to_owned());
+    if !api::updates::valid_name(&channel) {
+        return Err(ConfigError::Invalid {
+            what: "channel",
+            message: format!("{channel:?} may hold only [A-Za-z0-9._:@-]"),
+        });
+    }
+    let key_file = args
+        .update_public_key
+        .clone()
+        .or_else(|| file.update_public_key.clone())
+        .ok_or(ConfigError::Invalid {
+            what: "update public key",
+            message: "--disk needs --update-public-key to check payload signatures".into(),
+        })?;
+    let public_key = read(&key_file)?;
+    api::updates::public_key(&public_key).map_err(|e| ConfigError::Invalid {
+        what: "update public key",
+        message: format!("{}: {e}", key_file.display()),
+    })?;
+    let secs = |what: &'static str, flag: Option<u64>, file: Option<u64>, default: u64| match flag
+        .or(file)
+        .unwrap_or(default)
+    {
+        0 => Err(ConfigError::Invalid {
+            what,
+            message: "must be at least 1 second".into(),
+        }),
+        n => Ok(Duration::from_secs(n)),
+    };
+    let health_commands = if args.health_commands.is_empty() {
+        file.health_commands.clone()
+    } else {
+        args.health_commands.clone()
+    };
+    Ok(Some(UpdateSettings {
+        disk,
+        channel,
+        public_key,
+        reboot_command: args
+            .reboot_command
+            .clone()
+            .or_else(|| file.reboot_command.clone())
+            .unwrap_or_else(|| DEFAULT_REBOOT_COMMAND.to_owned()),
+        health_commands,
+        interval: secs(
+            "update interval",
+            args.update_interval,
+            file.update_interval,
+            DEFAULT_UPDATE_INTERVAL,
+        )?,
+        health_deadline: secs(
+            "health deadline",
+            args.health_deadline,
+            file.health_deadline,
+            DEFAULT_HEALTH_DEADLINE,
+        )?,
+        drain_timeout: secs(
+            "drain timeout",
+            args.drain_timeout,
+            file.drain_timeout,
+            DEFAULT_DRAIN_TIMEOUT,
+        )?,
+    }))
 }
 
 /// Loads the file named by `args.config` (if any) and resolves the settings.
@@ -463,6 +625,87 @@ region = "eu"
             FileConfig::parse("bogus = 1", Path::new("x.toml")),
             Err(ConfigError::File { .. })
         ));
+    }
+
+    #[test]
+    fn updates_need_a_disk_and_a_trusted_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("public.pem");
+        let (_, public) = api::updates::generate_keypair().expect("keys");
+        std::fs::write(&key, public.as_bytes()).expect("write");
+        let key = key.to_str().expect("utf-8");
+        let s = resolve(&parse(&[]).run, &FileConfig::default(), &env()).expect("settings");
+        assert_eq!(s.update, None, "no disk, no updates");
+        let cli = parse(&["--disk", "/tmp/d.img", "--update-public-key", key]);
+        let u = resolve(&cli.run, &FileConfig::default(), &env())
+            .expect("settings")
+            .update
+            .expect("update settings");
+        assert_eq!(u.channel, DEFAULT_CHANNEL);
+        assert_eq!(u.reboot_command, DEFAULT_REBOOT_COMMAND);
+        assert_eq!(u.interval, Duration::from_secs(DEFAULT_UPDATE_INTERVAL));
+        assert_eq!(u.health_deadline, Duration::from_secs(120));
+        assert_eq!(u.drain_timeout, Duration::from_secs(300));
+        assert!(u.health_commands.is_empty());
+        let file = FileConfig::parse(
+            &format!(
+                "disk = \"/dev/sda\"\nupdate-public-key = \"{key}\"\nchannel = \"beta\"\n\
+                 health-commands = [\"true\"]\nupdate-interval = 5\n"
+            ),
+            Path::new("agent.toml"),
+        )
+        .expect("file");
+        let cli = parse(&[
+            "--health-command",
+            "curl -f localhost",
+            "--health-command",
+            "false",
+            "--reboot-command",
+            "kill -TERM $PPID",
+            "--drain-timeout",
+            "7",
+        ]);
+        let u = resolve(&cli.run, &file, &env())
+            .expect("settings")
+            .update
+            .expect("update settings");
+        assert_eq!(u.disk, PathBuf::from("/dev/sda"));
+        assert_eq!(u.channel, "beta");
+        assert_eq!(u.health_commands, vec!["curl -f localhost", "false"]);
+        assert_eq!(u.reboot_command, "kill -TERM $PPID");
+        assert_eq!(u.interval, Duration::from_secs(5));
+        assert_eq!(u.drain_timeout, Duration::from_secs(7));
+        for bad in [
+            vec!["--disk", "/d"],
+            vec!["--disk", "/d", "--update-public-key", "/nonexistent.pem"],
+            vec![
+                "--disk",
+                "/d",
+                "--update-public-key",
+                key,
+                "--channel",
+                "a/b",
+            ],
+            vec![
+                "--disk",
+                "/d",
+                "--update-public-key",
+                key,
+                "--update-interval",
+                "0",
+            ],
+        ] {
+            assert!(
+                resolve(&parse(&bad).run, &FileConfig::default(), &env()).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn disk_init_is_a_subcommand() {
+        let cli = parse(&["disk", "init", "/tmp/x.img", "--usr-size", "8"]);
+        assert!(matches!(cli.command, Some(Command::Disk(_))));
     }
 
     #[test]

@@ -73,11 +73,13 @@ impl LeaseState {
     }
 }
 
-/// Keeps `/_shoal/machines/<id>` alive.
+/// Keeps `/_shoal/machines/<id>` alive; clones share the record.
 #[derive(Debug, Clone)]
 pub struct Lease {
     client: Client,
-    machine: Machine,
+    /// The record written at every registration; changed with [`Lease::update`].
+    machine: Arc<Mutex<Machine>>,
+    id: String,
     state: Arc<LeaseState>,
 }
 
@@ -86,14 +88,32 @@ impl Lease {
     pub fn new(client: Client, machine: Machine, state: Arc<LeaseState>) -> Self {
         Lease {
             client,
-            machine,
+            id: machine.id.clone(),
+            machine: Arc::new(Mutex::new(machine)),
             state,
         }
     }
 
     /// The key of this machine's record.
     pub fn key(&self) -> String {
-        format!("{MACHINES_DIR}/{}", self.machine.id)
+        format!("{MACHINES_DIR}/{}", self.id)
+    }
+
+    /// The machine record as last set.
+    pub fn record(&self) -> Machine {
+        match self.machine.lock() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Changes the record with `change` and writes it at once (watchers see it).
+    pub async fn update(&self, change: impl FnOnce(&mut Machine)) -> Result<(), LeaseError> {
+        match self.machine.lock() {
+            Ok(mut m) => change(&mut m),
+            Err(poisoned) => change(&mut poisoned.into_inner()),
+        }
+        self.register().await
     }
 
     fn ttl_secs(&self) -> u64 {
@@ -102,7 +122,7 @@ impl Lease {
 
     /// Writes the whole machine record with the TTL.
     pub async fn register(&self) -> Result<(), LeaseError> {
-        let value = serde_json::to_string(&self.machine)?;
+        let value = serde_json::to_string(&self.record())?;
         let sent = Instant::now();
         self.client
             .set(

@@ -11,6 +11,8 @@
 //! | `reconcile` | the pure desired-vs-actual `plan`, passes, state reports, self-fencing |
 //! | `local` | the local `/v2/keys` (and `/v1/keys`) forwarder and the journal endpoint |
 //! | `install` | `shoal-agent install`: config file and systemd unit |
+//! | `slots` | the A/B GPT slots: attributes, gptprio, payload writes, disk images |
+//! | `update` | the update engine: check-ins, download, verify, reboot lock, drain, reboot, confirm |
 
 pub mod config;
 pub mod docker;
@@ -20,6 +22,7 @@ pub mod local;
 pub mod machine;
 pub mod reconcile;
 pub mod slots;
+pub mod update;
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The `shoal-agent` binary: parse settings, then run the lease, the
-//! reconciler and the local endpoint until SIGTERM or Ctrl-C; or `install`.
+//! reconciler, the local endpoint and (with `--disk`) the update engine until
+//! SIGTERM or Ctrl-C; or `install`, or `disk init`.
 
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use node_agent::config::{self, Cli, Command, Environment};
 use node_agent::docker::{Docker, Host};
 use node_agent::lease::{error_chain, Lease, LeaseState};
 use node_agent::reconcile::Reconciler;
-use node_agent::{install, local, machine};
+use node_agent::update::health::Health;
+use node_agent::{install, local, machine, update};
 use tokio::sync::watch;
 
 /// How long shutdown waits for running work (a pass, open requests).
@@ -19,6 +21,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Install(args)) = &cli.command {
         return install::run(args, &mut std::io::stdout()).map_err(Into::into);
+    }
+    if let Some(Command::Disk(args)) = &cli.command {
+        return update::disk_command(args, &mut std::io::stdout()).map_err(Into::into);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -67,7 +72,13 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
     if let Err(e) = std::fs::create_dir_all(&settings.state_dir) {
         tracing::warn!(dir = %settings.state_dir.display(), error = %e, "cannot create the state dir");
     }
-    let record = machine::describe(
+    // The update engine first: on a test host it is the bootloader, and the
+    // record carries the booted slot, its version and whether it drains.
+    let booted = match settings.update.clone() {
+        Some(u) => Some(update::Booted::start(u, &settings.state_dir)?),
+        None => None,
+    };
+    let mut record = machine::describe(
         &settings.machine_id,
         settings.hostname.as_deref(),
         &settings.metadata,
@@ -75,7 +86,12 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
         &docker_version,
         &format!("http://{}", settings.local_endpoint),
     );
-    tracing::info!(machine = %record.id, hostname = %record.hostname, "starting shoal-agent");
+    if let Some(b) = &booted {
+        record.os_version = b.os_version().to_owned();
+        record.active_slot = b.active_slot().label().to_owned();
+        record.draining = b.draining();
+    }
+    tracing::info!(machine = %record.id, hostname = %record.hostname, os_version = %record.os_version, slot = %record.active_slot, "starting shoal-agent");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -91,13 +107,27 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
     if let Err(e) = lease.register().await {
         tracing::warn!(error = %error_chain(&e), "first lease registration failed");
     }
-    let lease_task = tokio::spawn(lease.run(stopped()));
+    let lease_task = tokio::spawn(lease.clone().run(stopped()));
 
     let endpoints = client.endpoints().to_vec();
     let fwd = local::Forwarder::new(endpoints, settings.token.clone(), Some(docker.clone()))?;
     let listener = local::bind(settings.local_endpoint).await?;
     tracing::info!(addr = %settings.local_endpoint, "local endpoint listening");
     let local_task = tokio::spawn(local::serve(listener, fwd, stopped()));
+
+    let update_task = booted.map(|b| {
+        let health = Health {
+            lease: Arc::clone(&lease_state),
+            docker: docker.clone(),
+            commands: settings
+                .update
+                .as_ref()
+                .map(|u| u.health_commands.clone())
+                .unwrap_or_default(),
+        };
+        let engine = b.engine(settings.machine_id.clone(), client.clone(), lease, health);
+        tokio::spawn(engine.run(stopped()))
+    });
 
     let reconciler = Reconciler::new(client, docker, lease_state);
     let reconcile_task = tokio::spawn(reconciler.run(stopped()));
@@ -110,6 +140,9 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
     let finish = async {
         let _ = lease_task.await;
         let _ = reconcile_task.await;
+        if let Some(task) = update_task {
+            let _ = task.await;
+        }
         if let Ok(Err(e)) = local_task.await {
             tracing::warn!(error = %error_chain(&e), "local endpoint");
         }

@@ -77,6 +77,10 @@ pub struct Config {
     /// without it, uploads are stored with whatever signature they carry.
     #[arg(long, env = "SHOAL_UPDATE_PUBLIC_KEY")]
     pub update_public_key: Option<PathBuf>,
+    /// Directory of the dashboard's wasm package (scripts/build-frontend's
+    /// output), served at `/pkg`; default: `target/site/pkg` found from the binary.
+    #[arg(long, env = "SHOAL_DASHBOARD_PKG_DIR")]
+    pub dashboard_pkg_dir: Option<PathBuf>,
 }
 
 /// Validated settings the server runs with.
@@ -114,6 +118,8 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// The public key update payloads must be signed with, if any.
     pub update_public_key: Option<PathBuf>,
+    /// The dashboard's wasm package directory, if set.
+    pub dashboard_pkg_dir: Option<PathBuf>,
 }
 
 fn parse_urls(list: &str, what: &str) -> anyhow::Result<Vec<Url>> {
@@ -204,6 +210,7 @@ impl Config {
             max_request_bytes: self.max_request_bytes,
             write_timeout: Duration::from_secs(self.write_timeout),
             update_public_key: self.update_public_key,
+            dashboard_pkg_dir: self.dashboard_pkg_dir,
         })
     }
 }

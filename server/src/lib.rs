@@ -141,9 +141,15 @@ pub async fn run(
             .await
             .context("peer server")
     });
+    let pkg_dir = http::dashboard::pkg_dir(settings.dashboard_pkg_dir.as_deref());
     for url in &settings.client_listen {
         let listener = bind(url).await?;
-        let app = http::client_router(member.clone(), settings.max_request_bytes, updates.clone());
+        let app = http::client_router(
+            member.clone(),
+            settings.max_request_bytes,
+            updates.clone(),
+            &pkg_dir,
+        );
         servers.spawn(async move { axum::serve(listener, app).await.context("client server") });
     }
     let engine_member = member.clone();

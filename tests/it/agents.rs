@@ -146,7 +146,18 @@ impl Agent {
     /// Starts an agent for machine `id` with `metadata` (`k=v,...`) against
     /// `server`, its state and log in `dir`.
     pub fn start(dir: &Path, server: &str, id: &str, metadata: &str) -> Result<Agent> {
-        let args = vec![
+        Agent::start_with(dir, server, id, metadata, &[])
+    }
+
+    /// Like [`Agent::start`], with `extra` flags after the usual ones.
+    pub fn start_with(
+        dir: &Path,
+        server: &str,
+        id: &str,
+        metadata: &str,
+        extra: &[String],
+    ) -> Result<Agent> {
+        let mut args = vec![
             "--server".into(),
             server.into(),
             "--machine-id".into(),
@@ -160,6 +171,7 @@ impl Agent {
             "--lease-ttl".into(),
             LEASE_TTL.into(),
         ];
+        args.extend(extra.iter().cloned());
         let mut a = Agent {
             id: id.into(),
             args,
@@ -184,6 +196,25 @@ impl Agent {
             .context("spawn shoal-agent")?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Adds flags for the next [`Agent::spawn`].
+    pub fn push_args(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+    }
+
+    /// True when the process was started and has exited by itself since.
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// The last `n` lines of the agent's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// SIGKILLs the process (its containers stay).

@@ -7,13 +7,16 @@
 
 mod agents;
 mod cluster;
+mod dashboard;
 mod differential;
 mod fleet;
+mod fleetlock;
 mod harness;
 mod hostile;
 mod linearizability;
 mod membership;
 mod nemesis;
+mod os_update;
 mod primitives;
 mod proxy;
 mod real_clients;

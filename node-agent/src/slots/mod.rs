@@ -53,12 +53,16 @@ pub use payload::Verified;
 /// The CoreOS usr partition type GUID both slots carry.
 pub const USR_TYPE_GUID: uuid::Uuid = uuid::uuid!("5dfbf5f4-2848-4bac-aa5e-0d9a20b745a6");
 
-/// One of the two OS slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One of the two OS slots; serialized as its label (`USR-A`, `USR-B`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Slot {
     /// The partition labelled `USR-A`.
+    #[serde(rename = "USR-A")]
     A,
     /// The partition labelled `USR-B`.
+    #[serde(rename = "USR-B")]
     B,
 }
 

@@ -16,13 +16,18 @@
 //! moves at once, or for `exclusive` units only once the machine has been
 //! missing for [`Params::exclusive_grace`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 
 use api::fleet::{Assignment, Machine, Unit, UnitKind};
 use chrono::{DateTime, Duration, Utc};
-use wildmatch::WildMatch;
 
-use super::view::{metadata_fits, unit_of, FleetView, UnitView};
+use self::conflicts::Conflicts;
+use self::spread::Spread;
+use super::view::{missing_metadata, unit_of, FleetView, UnitView};
+
+mod conflicts;
+mod spread;
 
 /// One change the engine wants made to the key space.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,36 +91,99 @@ pub fn plan(view: &FleetView, now: DateTime<Utc>) -> Vec<Action> {
 
 /// What a machine runs, as the plan goes.
 #[derive(Debug, Default)]
-struct Slot {
-    /// Instance -> unit name.
-    instances: BTreeMap<String, String>,
-    /// Unit name -> how many of its instances run here.
-    per_unit: BTreeMap<String, usize>,
-    /// How many instances here belong to units with conflicts.
-    with_conflicts: usize,
+struct Slot<'a> {
+    /// Instance -> unit number.
+    instances: BTreeMap<&'a str, usize>,
+    /// Unit number -> how many of its instances run here.
+    per_unit: BTreeMap<usize, usize>,
+    /// How many instances here belong to units with patterns for instance names.
+    by_instance: usize,
     cpu: u64,
     mem: u64,
 }
 
-/// An instance the units want, with the machine a global instance is bound to.
-struct Want<'a> {
-    unit: &'a UnitView,
-    machine: Option<String>,
+/// Why a machine cannot take an instance: the first rule it breaks.
+#[derive(Debug)]
+enum Reject<'a> {
+    Draining,
+    /// Pinned to another machine (`machine_id`).
+    Pin(&'a str),
+    /// A required metadata key and its allowed values.
+    Metadata(&'a str, &'a [String]),
+    /// `machine_of` cannot be followed.
+    Target(String),
+    /// Not the machine the `machine_of` unit runs on.
+    NotWhere {
+        of: &'a str,
+        target: &'a str,
+    },
+    /// An instance already there that conflicts.
+    Conflict(&'a str),
+    Cpu {
+        need: u64,
+        free: u64,
+    },
+    Memory {
+        need: u64,
+        free: u64,
+    },
 }
 
+impl fmt::Display for Reject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reject::Draining => f.write_str("draining"),
+            Reject::Pin(pin) => write!(f, "not machine {pin} (machine_id)"),
+            Reject::Metadata(key, allowed) => {
+                write!(f, "metadata {key}={} required", allowed.join("|"))
+            }
+            Reject::Target(why) => f.write_str(why),
+            Reject::NotWhere { of, target } => write!(f, "not where {of} runs ({target})"),
+            Reject::Conflict(other) => write!(f, "conflicts with {other}"),
+            Reject::Cpu { need, free } => {
+                write!(f, "not enough cpu (need {need}m, free {free}m)")
+            }
+            Reject::Memory { need, free } => {
+                write!(f, "not enough memory (need {need} MiB, free {free})")
+            }
+        }
+    }
+}
+
+/// The rules that hold for a whole plan: draining, the pin, required metadata.
+fn static_rules<'u>(unit: &'u Unit, m: &Machine) -> Result<(), Reject<'u>> {
+    if m.draining {
+        return Err(Reject::Draining);
+    }
+    if let Some(pin) = &unit.placement.machine_id {
+        if *pin != m.id {
+            return Err(Reject::Pin(pin));
+        }
+    }
+    match missing_metadata(unit, m) {
+        Some((key, allowed)) => Err(Reject::Metadata(key, allowed)),
+        None => Ok(()),
+    }
+}
+
+/// The plan's state. Machines and units are numbers: their positions in
+/// `machines` and `units`, both in the view's (id or name) order.
 struct Planner<'a> {
     view: &'a FleetView,
-    slots: BTreeMap<String, Slot>,
+    /// Live machines by number.
+    machines: Vec<&'a Machine>,
+    /// Live machine id -> number.
+    numbers: HashMap<&'a str, usize>,
+    /// Units by number.
+    units: Vec<&'a UnitView>,
+    /// What each machine runs, by machine number.
+    slots: Vec<Slot<'a>>,
     /// Where each instance is (to be) placed on a live machine.
-    placed_at: BTreeMap<String, String>,
-    /// Compiled conflict patterns of the units that have any.
-    patterns: BTreeMap<&'a str, Vec<WildMatch>>,
+    placed_at: HashMap<&'a str, usize>,
+    conflicts: Conflicts,
     /// Live machines, least loaded first, then by id: the order machines are tried in.
-    by_load: BTreeSet<(usize, &'a str)>,
-    /// Every value of each spread key across live machines (`""` for machines without it).
-    spread_values: BTreeMap<&'a str, BTreeSet<&'a str>>,
-    /// (unit, spread value) -> instances of the unit on machines with that value.
-    spread_counts: BTreeMap<(String, &'a str), usize>,
+    by_load: BTreeSet<(usize, usize)>,
+    spread: Spread,
 }
 
 /// Most reason groups an unplaced reason lists.
@@ -125,108 +193,100 @@ const MAX_IDS: usize = 3;
 
 impl<'a> Planner<'a> {
     fn new(view: &'a FleetView) -> Self {
-        let patterns = view
-            .units
-            .iter()
-            .filter(|(_, uv)| !uv.unit.placement.conflicts.is_empty())
-            .map(|(name, uv)| {
-                let ps = uv.unit.placement.conflicts.iter();
-                (name.as_str(), ps.map(|p| WildMatch::new(p)).collect())
-            })
-            .collect();
-        let mut spread_values: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for uv in view.units.values() {
-            if let Some(key) = &uv.unit.placement.spread {
-                spread_values.entry(key).or_insert_with(|| {
-                    let values = view.machines.values();
-                    values.map(|m| spread_value(m, key)).collect()
-                });
-            }
-        }
+        let machines: Vec<&Machine> = view.machines.values().collect();
+        let units: Vec<&UnitView> = view.units.values().collect();
+        let specs: Vec<&Unit> = units.iter().map(|uv| &uv.unit).collect();
         Self {
             view,
-            slots: BTreeMap::new(),
-            placed_at: BTreeMap::new(),
-            patterns,
-            by_load: view.machines.keys().map(|id| (0, id.as_str())).collect(),
-            spread_values,
-            spread_counts: BTreeMap::new(),
+            numbers: view
+                .machines
+                .keys()
+                .zip(0..)
+                .map(|(id, n)| (id.as_str(), n))
+                .collect(),
+            slots: machines.iter().map(|_| Slot::default()).collect(),
+            placed_at: HashMap::new(),
+            conflicts: Conflicts::new(&specs),
+            by_load: (0..machines.len()).map(|n| (0, n)).collect(),
+            spread: Spread::new(&specs, &machines),
+            machines,
+            units,
         }
     }
 
-    /// Moves a live machine's position in the load order after its count changed.
-    fn reload(&mut self, machine: &str, before: usize, after: usize) {
-        if let Some((id, _)) = self.view.machines.get_key_value(machine) {
-            self.by_load.remove(&(before, id.as_str()));
-            self.by_load.insert((after, id.as_str()));
-        }
+    /// The unit with number `u`.
+    fn unit(&self, u: usize) -> &'a Unit {
+        &self.units[u].unit
     }
 
-    /// Adjusts the unit's spread count for the value of `machine`.
-    fn count_spread(&mut self, machine: &str, unit: &Unit, add: bool) {
-        let (Some(key), Some(m)) = (&unit.placement.spread, self.view.machines.get(machine)) else {
-            return;
-        };
-        let n = self
-            .spread_counts
-            .entry((unit.name.clone(), spread_value(m, key)))
-            .or_default();
-        *n = if add {
-            n.saturating_add(1)
-        } else {
-            n.saturating_sub(1)
-        };
+    /// The id of machine `m`.
+    fn id(&self, m: usize) -> &'a str {
+        &self.machines[m].id
     }
 
-    fn add(&mut self, machine: &str, instance: &str, unit: &Unit) {
-        let slot = self.slots.entry(machine.to_owned()).or_default();
+    /// The number of the live machine `id`.
+    fn number(&self, id: &str) -> Option<usize> {
+        self.numbers.get(id).copied()
+    }
+
+    /// The machine a global instance is bound to (the part after `@`).
+    fn bound<'i>(&self, instance: &'i str, u: usize) -> Option<&'i str> {
+        self.unit(u)
+            .placement
+            .global
+            .then(|| instance.split_once('@').map(|(_, m)| m))
+            .flatten()
+    }
+
+    fn add(&mut self, m: usize, instance: &'a str, u: usize) {
+        let unit = self.unit(u);
+        let by_instance = self.conflicts.by_instance(u);
+        let slot = &mut self.slots[m];
         let before = slot.instances.len();
-        if slot
-            .instances
-            .insert(instance.to_owned(), unit.name.clone())
-            .is_none()
-        {
-            *slot.per_unit.entry(unit.name.clone()).or_default() += 1;
-            if !unit.placement.conflicts.is_empty() {
-                slot.with_conflicts += 1;
-            }
+        if slot.instances.insert(instance, u).is_none() {
+            *slot.per_unit.entry(u).or_default() += 1;
+            slot.by_instance += usize::from(by_instance);
         }
         slot.cpu = slot.cpu.saturating_add(unit.cpu_millis);
         slot.mem = slot.mem.saturating_add(unit.memory_mb);
         let after = slot.instances.len();
         if after != before {
-            self.reload(machine, before, after);
-            self.count_spread(machine, unit, true);
+            self.reload(m, before, after);
+            self.spread.adjust(u, m, true);
         }
-        self.placed_at
-            .insert(instance.to_owned(), machine.to_owned());
+        self.placed_at.insert(instance, m);
     }
 
-    fn remove(&mut self, machine: &str, instance: &str, unit: &Unit) {
-        let mut removed = None;
-        if let Some(slot) = self.slots.get_mut(machine) {
-            let before = slot.instances.len();
-            if slot.instances.remove(instance).is_some() {
-                removed = Some((before, slot.instances.len()));
-                if let Some(n) = slot.per_unit.get_mut(&unit.name) {
-                    *n = n.saturating_sub(1);
+    fn remove(&mut self, m: usize, instance: &str, u: usize) {
+        let unit = self.unit(u);
+        let by_instance = self.conflicts.by_instance(u);
+        let slot = &mut self.slots[m];
+        let before = slot.instances.len();
+        if slot.instances.remove(instance).is_some() {
+            if let Some(n) = slot.per_unit.get_mut(&u) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    slot.per_unit.remove(&u);
                 }
-                if !unit.placement.conflicts.is_empty() {
-                    slot.with_conflicts = slot.with_conflicts.saturating_sub(1);
-                }
-                slot.cpu = slot.cpu.saturating_sub(unit.cpu_millis);
-                slot.mem = slot.mem.saturating_sub(unit.memory_mb);
             }
-        }
-        if let Some((before, after)) = removed {
-            self.reload(machine, before, after);
-            self.count_spread(machine, unit, false);
+            slot.by_instance = slot.by_instance.saturating_sub(usize::from(by_instance));
+            slot.cpu = slot.cpu.saturating_sub(unit.cpu_millis);
+            slot.mem = slot.mem.saturating_sub(unit.memory_mb);
+            let after = slot.instances.len();
+            self.reload(m, before, after);
+            self.spread.adjust(u, m, false);
         }
         self.placed_at.remove(instance);
     }
 
+    /// Moves a machine's position in the load order after its count changed.
+    fn reload(&mut self, m: usize, before: usize, after: usize) {
+        self.by_load.remove(&(before, m));
+        self.by_load.insert((after, m));
+    }
+
     /// The machine `machine_of` points at, or why there is none.
-    fn target_machine(&self, unit: &Unit) -> Result<Option<String>, String> {
+    fn target_machine(&self, unit: &Unit) -> Result<Option<usize>, String> {
         let Some(target) = &unit.placement.machine_of else {
             return Ok(None);
         };
@@ -237,141 +297,134 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        match self.placed_at.get(target) {
-            Some(m) => Ok(Some(m.clone())),
+        match self.placed_at.get(target.as_str()) {
+            Some(&m) => Ok(Some(m)),
             None => Err(format!("machine_of {target}: {target} is not placed")),
         }
     }
 
-    /// Checks every rule for `instance` of `unit` on `m`; the error names the first broken one.
-    fn check(
-        &self,
-        instance: &str,
-        unit: &Unit,
-        m: &Machine,
-        capacity: bool,
-    ) -> Result<(), String> {
-        if m.draining {
-            return Err("draining".into());
-        }
-        if let Some(pin) = &unit.placement.machine_id {
-            if *pin != m.id {
-                return Err(format!("not machine {pin} (machine_id)"));
+    /// Checks every rule for `instance` of unit `u` on machine `m`; the error is the first broken one.
+    fn check(&self, instance: &str, u: usize, m: usize, capacity: bool) -> Result<(), Reject<'a>> {
+        let (unit, machine, slot) = (self.unit(u), self.machines[m], &self.slots[m]);
+        static_rules(unit, machine)?;
+        if let Some(target) = self.target_machine(unit).map_err(Reject::Target)? {
+            if target != m {
+                return Err(Reject::NotWhere {
+                    of: unit.placement.machine_of.as_deref().unwrap_or_default(),
+                    target: self.id(target),
+                });
             }
         }
-        metadata_fits(unit, m)?;
-        if let Some(target) = self.target_machine(unit)? {
-            if target != m.id {
-                let of = unit.placement.machine_of.as_deref().unwrap_or_default();
-                return Err(format!("not where {of} runs ({target})"));
-            }
-        }
-        let empty = Slot::default();
-        let slot = self.slots.get(&m.id).unwrap_or(&empty);
-        if !unit.placement.conflicts.is_empty() || slot.with_conflicts > 0 {
-            for (other, other_unit) in &slot.instances {
-                if other != instance && self.conflicts(unit, instance, other_unit, other) {
-                    return Err(format!("conflicts with {other}"));
-                }
-            }
+        if let Some(other) = self.conflict_on(slot, instance, u) {
+            return Err(Reject::Conflict(other));
         }
         if capacity {
-            let free = m.cpu_millis.saturating_sub(slot.cpu);
-            if m.cpu_millis > 0 && unit.cpu_millis > free {
-                return Err(format!(
-                    "not enough cpu (need {}m, free {free}m)",
-                    unit.cpu_millis
-                ));
+            let free = machine.cpu_millis.saturating_sub(slot.cpu);
+            if machine.cpu_millis > 0 && unit.cpu_millis > free {
+                let need = unit.cpu_millis;
+                return Err(Reject::Cpu { need, free });
             }
-            let free = m.memory_mb.saturating_sub(slot.mem);
-            if m.memory_mb > 0 && unit.memory_mb > free {
-                return Err(format!(
-                    "not enough memory (need {} MiB, free {free})",
-                    unit.memory_mb
-                ));
+            let free = machine.memory_mb.saturating_sub(slot.mem);
+            if machine.memory_mb > 0 && unit.memory_mb > free {
+                let need = unit.memory_mb;
+                return Err(Reject::Memory { need, free });
             }
         }
         Ok(())
     }
 
-    /// True when either unit's conflicts name the other (its unit or instance name).
-    fn conflicts(&self, unit: &Unit, instance: &str, other_unit: &str, other: &str) -> bool {
-        let names = |of: &str, unit: &str, instance: &str| {
-            self.patterns
-                .get(of)
-                .is_some_and(|ps| ps.iter().any(|w| w.matches(unit) || w.matches(instance)))
+    /// The first instance on `slot` (by name) that conflicts with `instance` of unit `u`.
+    ///
+    /// Settled by unit counts alone when no patterns for instance names are
+    /// involved; the slot's instances are only walked when there may be a conflict.
+    fn conflict_on(&self, slot: &Slot<'a>, instance: &str, u: usize) -> Option<&'a str> {
+        let c = &self.conflicts;
+        let present = |v: usize| {
+            let n = slot.per_unit.get(&v).copied().unwrap_or(0);
+            n > usize::from(v == u && slot.instances.contains_key(instance))
         };
-        names(&unit.name, other_unit, other) || names(other_unit, &unit.name, instance)
+        let maybe = c.named(u).iter().any(|&v| present(v))
+            || ((c.by_instance(u) || slot.by_instance > 0)
+                && slot.instances.iter().any(|(other, &v)| {
+                    *other != instance && c.instances_clash(u, instance, v, other)
+                }));
+        if !maybe {
+            return None;
+        }
+        slot.instances
+            .iter()
+            .find(|(other, &v)| **other != instance && c.clash(u, instance, v, other))
+            .map(|(other, _)| *other)
     }
 
-    /// Picks the best machine for an instance, or says why none fits.
-    fn choose(&self, instance: &str, want: &Want<'_>) -> Result<String, String> {
-        let unit = &want.unit.unit;
+    /// The machine an instance of unit `u` must go to, if any: the global
+    /// instance's machine, the `machine_of` target's, or the pin.
+    fn bound_machine(&self, instance: &str, u: usize) -> Result<Option<usize>, String> {
+        let unit = self.unit(u);
         let target = self.target_machine(unit)?;
-        let bound = want
-            .machine
-            .clone()
-            .or(target)
-            .or_else(|| unit.placement.machine_id.clone());
-        let candidates: Box<dyn Iterator<Item = &Machine>> = match &bound {
-            Some(id) => match self.view.machines.get(id) {
-                Some(m) => Box::new(std::iter::once(m)),
-                None => return Err(format!("machine {id} is not in the fleet")),
+        let id = match (self.bound(instance, u), target) {
+            (None, Some(t)) => return Ok(Some(t)),
+            (Some(id), _) => id,
+            (None, None) => match &unit.placement.machine_id {
+                Some(pin) => pin.as_str(),
+                None => return Ok(None),
             },
-            None if self.view.machines.is_empty() => return Err("no machines in the fleet".into()),
-            None => Box::new(
-                self.by_load
-                    .iter()
-                    .filter_map(|(_, id)| self.view.machines.get(*id)),
-            ),
         };
-        let count = |key: &str, m: &Machine| {
-            let value = spread_value(m, key);
-            let n = self.spread_counts.get(&(unit.name.clone(), value));
-            n.copied().unwrap_or(0)
-        };
-        // The best spread count any machine could offer: finding it ends the search.
-        let floor = unit.placement.spread.as_ref().map_or(0, |key| {
-            let values = self.spread_values.get(key.as_str()).into_iter().flatten();
-            values
-                .map(|v| {
-                    let n = self.spread_counts.get(&(unit.name.clone(), *v));
-                    n.copied().unwrap_or(0)
-                })
-                .min()
-                .unwrap_or(0)
-        });
-        // Candidates come least loaded first, then by id, so the first machine
-        // with the lowest spread count wins.
-        let mut best: Option<(usize, &str)> = None;
-        let mut rejected: Vec<(&str, String)> = Vec::new();
+        match self.number(id) {
+            Some(m) => Ok(Some(m)),
+            None => Err(format!("machine {id} is not in the fleet")),
+        }
+    }
+
+    /// Picks the best machine for an instance of unit `u`, or says why none fits.
+    fn choose(&self, instance: &str, u: usize) -> Result<usize, String> {
+        match self.bound_machine(instance, u)? {
+            Some(m) => self.pick(instance, u, std::iter::once(m)),
+            None if self.machines.is_empty() => Err("no machines in the fleet".into()),
+            None => self.pick(instance, u, self.by_load.iter().map(|&(_, m)| m)),
+        }
+    }
+
+    /// The candidate with the lowest spread count, the first one among
+    /// equals (candidates come least loaded first, then by id).
+    fn pick(
+        &self,
+        instance: &str,
+        u: usize,
+        candidates: impl Iterator<Item = usize>,
+    ) -> Result<usize, String> {
+        // The best spread count any usable machine could offer: finding it ends the search.
+        let unit = self.unit(u);
+        let floor = self
+            .spread
+            .floor(u, |m| static_rules(unit, self.machines[m]).is_ok());
+        let mut best: Option<(usize, usize)> = None;
+        let mut rejected: Vec<(usize, Reject<'a>)> = Vec::new();
         for m in candidates {
-            match self.check(instance, unit, m, true) {
+            match self.check(instance, u, m, true) {
                 Ok(()) => {
-                    let spread = unit.placement.spread.as_ref().map_or(0, |k| count(k, m));
+                    let spread = self.spread.count(u, m);
                     if best.is_none_or(|(s, _)| spread < s) {
-                        best = Some((spread, &m.id));
+                        best = Some((spread, m));
                     }
                     if spread <= floor {
                         break;
                     }
                 }
-                Err(why) => rejected.push((&m.id, why)),
+                Err(why) if best.is_none() => rejected.push((m, why)),
+                Err(_) => {}
             }
         }
-        match best {
-            Some((_, id)) => Ok(id.to_owned()),
-            None => {
-                rejected.sort_unstable();
-                Err(reason(&rejected))
-            }
+        if let Some((_, m)) = best {
+            return Ok(m);
         }
+        rejected.sort_unstable_by_key(|(m, _)| *m);
+        let named: Vec<(&str, String)> = rejected
+            .iter()
+            .map(|(m, why)| (self.id(*m), why.to_string()))
+            .collect();
+        Err(reason(&named))
     }
-}
-
-/// A machine's value of a spread key (`""` when it has none).
-fn spread_value<'m>(m: &'m Machine, key: &str) -> &'m str {
-    m.metadata.get(key).map_or("", String::as_str)
 }
 
 /// "no machine fits: m1: metadata region=eu required; m2, m3: draining".
@@ -406,30 +459,29 @@ fn reason(rejected: &[(&str, String)]) -> String {
     format!("no machine fits: {}", parts.join("; "))
 }
 
-/// Plans the actions that make placements match the units in `view` at `now`.
-pub fn plan_with(view: &FleetView, now: DateTime<Utc>, params: &Params) -> Vec<Action> {
-    let mut p = Planner::new(view);
-    let mut actions = Vec::new();
-
-    let mut wanted: BTreeMap<String, Want<'_>> = BTreeMap::new();
-    for uv in view.units.values() {
+/// Every instance the units want, with its unit's number (its position in `view.units`).
+fn wanted(view: &FleetView) -> BTreeMap<String, usize> {
+    let mut wanted = BTreeMap::new();
+    for (u, uv) in view.units.values().enumerate() {
         for instance in view.wanted_instances(&uv.unit) {
-            let machine = uv
-                .unit
-                .placement
-                .global
-                .then(|| instance.split_once('@').map(|(_, m)| m.to_owned()))
-                .flatten();
-            wanted.insert(instance, Want { unit: uv, machine });
+            wanted.insert(instance, u);
         }
     }
+    wanted
+}
+
+/// Plans the actions that make placements match the units in `view` at `now`.
+pub fn plan_with(view: &FleetView, now: DateTime<Utc>, params: &Params) -> Vec<Action> {
+    let wanted = wanted(view);
+    let mut p = Planner::new(view);
+    let mut actions = Vec::new();
 
     // Existing placements: drop the unwanted, note the ones whose machine is gone.
     let mut settled: BTreeSet<&str> = BTreeSet::new();
     let mut pending: BTreeMap<&str, Option<u64>> = BTreeMap::new();
     let mut kept = Vec::new();
     for (instance, pv) in &view.placements {
-        let Some(want) = wanted.get(instance) else {
+        let Some(&u) = wanted.get(instance) else {
             actions.push(Action::Remove {
                 instance: instance.clone(),
                 prev_index: pv.index,
@@ -437,8 +489,8 @@ pub fn plan_with(view: &FleetView, now: DateTime<Utc>, params: &Params) -> Vec<A
             continue;
         };
         let machine = &pv.assignment.machine_id;
-        if !view.machines.contains_key(machine) {
-            if want.unit.unit.kind == UnitKind::Exclusive {
+        let Some(m) = p.number(machine) else {
+            if p.unit(u).kind == UnitKind::Exclusive {
                 let since = view.missing_since.get(machine).copied().unwrap_or(now);
                 if now - since < params.exclusive_grace {
                     settled.insert(instance);
@@ -447,31 +499,29 @@ pub fn plan_with(view: &FleetView, now: DateTime<Utc>, params: &Params) -> Vec<A
             }
             pending.insert(instance, Some(pv.index));
             continue;
-        }
-        p.add(machine, instance, &want.unit.unit);
-        kept.push((instance, pv, want));
+        };
+        p.add(m, instance, u);
+        kept.push((instance, pv, u, m));
     }
 
     // Placements on live machines stay while they keep every rule but capacity.
-    for (instance, pv, want) in kept {
-        let unit = &want.unit.unit;
-        let machine = &pv.assignment.machine_id;
-        p.remove(machine, instance, unit);
-        let fits = match (&want.machine, view.machines.get(machine)) {
-            (Some(bound), _) if bound != machine => false,
-            (_, Some(m)) => p.check(instance, unit, m, false).is_ok(),
-            (_, None) => false,
+    for (instance, pv, u, m) in kept {
+        p.remove(m, instance, u);
+        let fits = match p.bound(instance, u) {
+            Some(bound) if bound != pv.assignment.machine_id => false,
+            _ => p.check(instance, u, m, false).is_ok(),
         };
         if !fits {
             pending.insert(instance, Some(pv.index));
             continue;
         }
-        p.add(machine, instance, unit);
+        p.add(m, instance, u);
         settled.insert(instance);
-        if pv.assignment.revision != want.unit.revision {
+        let uv = p.units[u];
+        if pv.assignment.revision != uv.revision {
             actions.push(Action::Move {
                 instance: instance.clone(),
-                assignment: assign(instance, machine, want.unit),
+                assignment: assign(instance, &pv.assignment.machine_id, uv),
                 prev_index: pv.index,
             });
         }
@@ -486,16 +536,16 @@ pub fn plan_with(view: &FleetView, now: DateTime<Utc>, params: &Params) -> Vec<A
     let (plain, following): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(i, _)| {
         wanted
             .get(*i)
-            .is_none_or(|w| w.unit.unit.placement.machine_of.is_none())
+            .is_none_or(|&u| p.unit(u).placement.machine_of.is_none())
     });
     for (instance, prev) in plain.into_iter().chain(following) {
-        let Some(want) = wanted.get(instance) else {
+        let Some(&u) = wanted.get(instance) else {
             continue;
         };
-        match p.choose(instance, want) {
-            Ok(machine) => {
-                let assignment = assign(instance, &machine, want.unit);
-                p.add(&machine, instance, &want.unit.unit);
+        match p.choose(instance, u) {
+            Ok(m) => {
+                let assignment = assign(instance, p.id(m), p.units[u]);
+                p.add(m, instance, u);
                 settled.insert(instance);
                 actions.push(match prev {
                     Some(prev_index) => Action::Move {

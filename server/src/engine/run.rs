@@ -46,15 +46,17 @@ pub async fn run(member: Arc<Member>) {
             continue;
         }
         let now = Utc::now();
+        let started = std::time::Instant::now();
         let raw = RawFleet::read(&member.keys.read());
         let mut view = FleetView::from_raw(raw, now);
+        let read = started.elapsed();
         track_missing(&mut missing, &view, now);
         view.missing_since.clone_from(&missing);
         let actions = plan(&view, now);
+        tracing::debug!(actions = actions.len(), ?read, took = ?started.elapsed(), "engine planned");
         if actions.is_empty() {
             continue;
         }
-        tracing::debug!(actions = actions.len(), "engine executing a plan");
         let member = &member;
         let outcomes: Vec<bool> = stream::iter(actions)
             .map(|a| async move { execute(member, a).await })

@@ -189,21 +189,21 @@ pub fn global_fits(unit: &Unit, m: &Machine) -> bool {
             .machine_id
             .as_ref()
             .is_none_or(|pin| *pin == m.id)
-        && metadata_fits(unit, m).is_ok()
+        && missing_metadata(unit, m).is_none()
 }
 
-/// Checks the required metadata; the error names the first missing requirement.
-pub fn metadata_fits(unit: &Unit, m: &Machine) -> Result<(), String> {
-    for (key, allowed) in &unit.placement.machine_metadata {
-        let ok = m
-            .metadata
-            .get(key)
-            .is_some_and(|v| allowed.iter().any(|a| a == v));
-        if !ok {
-            return Err(format!("metadata {key}={} required", allowed.join("|")));
-        }
-    }
-    Ok(())
+/// The first metadata requirement of `unit` that `m` does not meet: the key
+/// and its allowed values.
+pub fn missing_metadata<'u>(unit: &'u Unit, m: &Machine) -> Option<(&'u str, &'u [String])> {
+    unit.placement
+        .machine_metadata
+        .iter()
+        .find(|(key, allowed)| {
+            !m.metadata
+                .get(*key)
+                .is_some_and(|v| allowed.iter().any(|a| a == v))
+        })
+        .map(|(key, allowed)| (key.as_str(), allowed.as_slice()))
 }
 
 /// The unit an instance belongs to: the part before `@`.

@@ -4,12 +4,16 @@
 //!
 //! Taking a slot is one replicated `Acquire` command, so the holder count is
 //! checked and changed atomically; the slot's modified index is the fencing token.
+//! A lock's configured limit (`PUT /api/v1/locks/{name}`, for clients that name
+//! none, such as FleetLock's) is the hidden key `/_shoal/locks/<name>/_limit`:
+//! hidden keys are not listed, so it never counts as a holder, and no holder can
+//! be called `_limit` since holder names never start with `_`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::elections::{CampaignRequest, Leader, ResignRequest};
-use api::locks::{AcquireRequest, Holder, LockList, LockState, ReleaseRequest};
+use api::locks::{AcquireRequest, Holder, LockConfig, LockList, LockState, ReleaseRequest};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -19,16 +23,18 @@ use chrono::Utc;
 use tokio::time::Instant;
 
 use super::api_error;
-use crate::keyspace::{ErrorCode, Op};
+use crate::keyspace::{ErrorCode, Op, Precondition};
 use crate::member::{Member, ServeError};
 
 const LOCKS: &str = "/_shoal/locks";
 const ELECTIONS: &str = "/_shoal/elections";
+/// The hidden key, inside a lock's directory, holding its configured limit.
+const LIMIT_KEY: &str = "_limit";
 /// The longest a request may ask to wait for a slot.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// Lock, holder and candidate names are one path component of safe characters.
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && !s.starts_with('_')
@@ -89,36 +95,78 @@ async fn give_back(
     }
 }
 
-/// The holders of the slot directory `dir`, oldest first.
+/// The live holders of the slot directory `root/name`, oldest first; the limit
+/// is the one the newest holder acquired with.
 fn state(member: &Member, root: &str, name: &str) -> LockState {
     let dir = format!("{root}/{name}");
     let keys = member.keys.read();
-    let mut limit = 0;
-    let mut holders: Vec<Holder> = keys
+    let now = Utc::now();
+    let mut slots: Vec<(Holder, u32)> = keys
         .children(&dir)
         .into_iter()
+        .filter(|(_, entry)| entry.expiration.is_none_or(|at| at > now))
         .map(|(key, entry)| {
             let slot: serde_json::Value =
                 serde_json::from_str(entry.value.as_deref().unwrap_or("{}")).unwrap_or_default();
-            limit = slot["limit"]
+            let limit = slot["limit"]
                 .as_u64()
                 .and_then(|l| u32::try_from(l).ok())
-                .unwrap_or(limit);
-            Holder {
+                .unwrap_or_default();
+            let holder = Holder {
                 holder: crate::keyspace::path::base(&key).to_owned(),
                 value: slot["value"].as_str().unwrap_or_default().to_owned(),
                 token: entry.modified_index,
                 expiration: entry.expiration,
-            }
+            };
+            (holder, limit)
         })
-        .filter(|h| h.expiration.is_none_or(|at| at > Utc::now()))
         .collect();
-    holders.sort_by_key(|h| h.token);
+    slots.sort_by_key(|(h, _)| h.token);
+    let configured_limit = keys
+        .lookup(&format!("{dir}/{LIMIT_KEY}"))
+        .ok()
+        .and_then(|e| e.value?.parse().ok());
     LockState {
         name: name.to_owned(),
-        limit,
-        holders,
+        limit: slots.last().map_or(0, |(_, limit)| *limit),
+        configured_limit,
+        holders: slots.into_iter().map(|(h, _)| h).collect(),
     }
+}
+
+/// The state of lock `name`.
+pub(super) fn lock_state(member: &Member, name: &str) -> LockState {
+    state(member, LOCKS, name)
+}
+
+/// True when a write failed because every slot is held.
+pub(super) fn is_busy(e: &ServeError) -> bool {
+    matches!(e, ServeError::Key(k) if k.code == ErrorCode::TestFailed)
+}
+
+/// Takes (or renews) `holder`'s slot of lock `name`, waiting up to `wait` for one to free.
+pub(super) async fn acquire_slot(
+    member: &Member,
+    name: &str,
+    req: AcquireRequest,
+) -> Result<(), ServeError> {
+    let op = Op::Acquire {
+        dir: format!("{LOCKS}/{name}"),
+        holder: req.holder,
+        limit: req.limit,
+        ttl: req.ttl,
+        value: req.value,
+    };
+    take(member, op, Duration::from_secs(req.wait)).await
+}
+
+/// Gives back `holder`'s slot of lock `name`; `Ok(false)` when it held none.
+pub(super) async fn release_slot(
+    member: &Member,
+    name: &str,
+    holder: &str,
+) -> Result<bool, ServeError> {
+    give_back(member, LOCKS, name, holder).await
 }
 
 /// Tries to take a slot until it succeeds or `wait` runs out.
@@ -176,6 +224,39 @@ pub async fn show(State(member): State<Arc<Member>>, Path(name): Path<String>) -
     Json(state(&member, LOCKS, &name)).into_response()
 }
 
+/// `PUT /api/v1/locks/{name}`: sets the limit of clients that name none (FleetLock).
+pub async fn configure(
+    State(member): State<Arc<Member>>,
+    Path(name): Path<String>,
+    req: Result<Json<LockConfig>, JsonRejection>,
+) -> Response {
+    let req = match body(req) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if let Err(r) = check(&[("lock", &name)]) {
+        return *r;
+    }
+    if req.limit == 0 {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "limit must be at least 1",
+        );
+    }
+    let op = Op::Put {
+        key: format!("{LOCKS}/{name}/{LIMIT_KEY}"),
+        value: Some(req.limit.to_string()),
+        ttl: None,
+        refresh: false,
+        cond: Precondition::default(),
+    };
+    match member.write(op).await {
+        Ok(_) => Json(state(&member, LOCKS, &name)).into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
 /// `POST /api/v1/locks/{name}/acquire`: 200 with the lock's state, or 409 `lock_busy`.
 pub async fn acquire(
     State(member): State<Arc<Member>>,
@@ -195,34 +276,31 @@ pub async fn acquire(
             "limit and ttl must be at least 1",
         );
     }
-    let op = Op::Acquire {
-        dir: format!("{LOCKS}/{name}"),
-        holder: req.holder.clone(),
-        limit: req.limit,
-        ttl: req.ttl,
-        value: req.value,
-    };
-    match take(&member, op, Duration::from_secs(req.wait)).await {
+    let limit = req.limit;
+    match acquire_slot(&member, &name, req).await {
         Ok(()) => Json(state(&member, LOCKS, &name)).into_response(),
-        Err(ServeError::Key(e)) if e.code == ErrorCode::TestFailed => {
-            let s = state(&member, LOCKS, &name);
-            let who: Vec<&str> = s.holders.iter().map(|h| h.holder.as_str()).collect();
-            api_error(
-                StatusCode::CONFLICT,
-                "lock_busy",
-                format!(
-                    "lock {name} is held by {} of {}: {}",
-                    who.len(),
-                    req.limit,
-                    who.join(", ")
-                ),
-            )
-        }
+        Err(e) if is_busy(&e) => api_error(
+            StatusCode::CONFLICT,
+            "lock_busy",
+            busy_message(&lock_state(&member, &name), limit),
+        ),
         Err(e) => unavailable(&e),
     }
 }
 
-/// `POST /api/v1/locks/{name}/release`: 200, or 404 `not_held`.
+/// Why an acquire was refused: who holds the lock.
+pub(super) fn busy_message(s: &LockState, limit: u32) -> String {
+    let who: Vec<&str> = s.holders.iter().map(|h| h.holder.as_str()).collect();
+    format!(
+        "lock {} is held by {} of {limit}: {}",
+        s.name,
+        who.len(),
+        who.join(", ")
+    )
+}
+
+/// `POST /api/v1/locks/{name}/release`: 200, or 404 `not_held`. Any client may
+/// free any holder's slot: this is also the administrator's force-release.
 pub async fn release(
     State(member): State<Arc<Member>>,
     Path(name): Path<String>,
@@ -234,7 +312,7 @@ pub async fn release(
         Ok(r) => r,
         Err(r) => return *r,
     };
-    match give_back(&member, LOCKS, &name, &req.holder).await {
+    match release_slot(&member, &name, &req.holder).await {
         Ok(true) => Json(state(&member, LOCKS, &name)).into_response(),
         Ok(false) => api_error(
             StatusCode::NOT_FOUND,

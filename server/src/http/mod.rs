@@ -3,7 +3,10 @@
 //! calls between members. Peers never reach the client port and clients have
 //! no business on the peer port.
 
+pub mod dashboard;
+pub mod events;
 pub mod fleet;
+pub mod fleetlock;
 pub mod form;
 pub mod keys;
 pub mod locks;
@@ -12,6 +15,7 @@ pub mod peer;
 pub mod stats;
 pub mod updates;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::Request;
@@ -27,7 +31,13 @@ use crate::member::Member;
 use crate::updates::Updates;
 
 /// Routes on the client port. Payload uploads stream to disk, outside the body limit.
-pub fn client_router(member: Arc<Member>, max_body: usize, updates: Arc<Updates>) -> Router {
+pub fn client_router(
+    member: Arc<Member>,
+    max_body: usize,
+    updates: Arc<Updates>,
+    pkg_dir: &Path,
+) -> Router {
+    let dashboard = dashboard::router(member.clone(), pkg_dir);
     Router::new()
         .route("/v2/keys", any(keys::handle))
         .route("/v2/keys/", any(keys::handle))
@@ -43,6 +53,7 @@ pub fn client_router(member: Arc<Member>, max_body: usize, updates: Arc<Updates>
         .route("/v2/stats/store", get(stats::store_stats))
         .route("/api/v1/machines", get(fleet::machines))
         .route("/api/v1/machines/{id}", get(fleet::machine))
+        .route("/api/v1/events", get(events::stream))
         .route("/api/v1/units", get(fleet::units).post(fleet::submit))
         .route(
             "/api/v1/units/{name}",
@@ -52,14 +63,20 @@ pub fn client_router(member: Arc<Member>, max_body: usize, updates: Arc<Updates>
         .route("/api/v1/units/{name}/journal", get(fleet::journal))
         .route("/api/v1/units/{name}/stop", post(fleet::stop))
         .route("/api/v1/locks", get(locks::list))
-        .route("/api/v1/locks/{name}", get(locks::show))
+        .route(
+            "/api/v1/locks/{name}",
+            get(locks::show).put(locks::configure),
+        )
         .route("/api/v1/locks/{name}/acquire", post(locks::acquire))
         .route("/api/v1/locks/{name}/release", post(locks::release))
+        .route("/v1/pre-reboot", post(fleetlock::pre_reboot))
+        .route("/v1/steady-state", post(fleetlock::steady_state))
         .route("/api/v1/elections/{name}", get(locks::leader))
         .route("/api/v1/elections/{name}/campaign", post(locks::campaign))
         .route("/api/v1/elections/{name}/resign", post(locks::resign))
         .with_state(member)
         .merge(updates::router(updates.clone()))
+        .merge(dashboard)
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             too_large_as_json(req, next, max_body)

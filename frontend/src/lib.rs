@@ -1,0 +1,25 @@
+//! The Shoal dashboard: Leptos views rendered by shoal-server (`ssr`) and
+//! hydrated in the browser (`hydrate`, built to wasm by `scripts/build-frontend`).
+//!
+//! `model` holds the records the views show, `data` the server functions that
+//! fetch them, `backend` (server only) the trait the server implements to
+//! answer them, `live` the event stream that keeps them current, `app` the
+//! shell and routes, `views` the pages.
+
+pub mod app;
+#[cfg(feature = "ssr")]
+pub mod backend;
+pub mod data;
+pub mod live;
+pub mod model;
+mod views;
+
+pub use app::{shell, App};
+
+/// The browser's entry point: hydrates the server-rendered page.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(App);
+}

@@ -1,0 +1,177 @@
+//! What the views show: small serializable records. The server fills them
+//! from the same data the REST handlers answer with; the browser receives
+//! them from the server functions in `data`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One control-plane member as the Overview lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRow {
+    /// Member id (hex, as `/v2/members` spells it).
+    pub id: String,
+    /// Member name.
+    pub name: String,
+    /// First client URL, empty when the member did not say.
+    pub client_url: String,
+    /// `leader`, `follower`, `candidate`, or `unreachable` when its stats did not answer.
+    pub role: String,
+    /// Raft term it reports.
+    pub term: Option<u64>,
+    /// Last log index it has applied.
+    pub applied: Option<u64>,
+    /// Log index the leader knows it holds (the leader's own: its applied index).
+    pub matched: Option<u64>,
+}
+
+/// The Overview page: the control plane and the fleet at a glance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overview {
+    /// Every member.
+    pub members: Vec<MemberRow>,
+    /// Name of the leader, if one is known.
+    pub leader: Option<String>,
+    /// The highest term any member reports.
+    pub term: u64,
+    /// Log index a majority holds, when the leader's replication stats answered.
+    pub commit: Option<u64>,
+    /// The key space's etcd index on the member serving the page.
+    pub etcd_index: u64,
+    /// Machines with a live lease.
+    pub machines: usize,
+    /// Submitted units.
+    pub units: usize,
+    /// Instances of launched units.
+    pub instances_desired: usize,
+    /// Instances their agents report `running`.
+    pub instances_running: usize,
+    /// Locks with at least one holder.
+    pub locks: usize,
+    /// Lock slots held, over all locks.
+    pub lock_holders: usize,
+}
+
+/// One instance as a machine card shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedInstance {
+    /// Instance name (`web@1`).
+    pub instance: String,
+    /// What its agent reports (`running`, `exited`...), or `pending` before the first report.
+    pub state: String,
+}
+
+/// One machine card of the Topology page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineCard {
+    /// Machine id.
+    pub id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Addresses.
+    pub addresses: Vec<String>,
+    /// Operator metadata (`region=eu`).
+    pub metadata: BTreeMap<String, String>,
+    /// `up` or `draining` (a machine whose lease lapsed is no longer listed).
+    pub state: String,
+    /// OS version, if the update engine reported one.
+    pub os_version: String,
+    /// Active A/B slot.
+    pub active_slot: String,
+    /// CPU capacity in millicores.
+    pub cpu_millis: u64,
+    /// Memory capacity in MiB.
+    pub memory_mb: u64,
+    /// The instances placed on it.
+    pub instances: Vec<PlacedInstance>,
+}
+
+/// One instance of a unit: desired placement next to what runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRow {
+    /// Instance name.
+    pub instance: String,
+    /// Where the engine placed it.
+    pub machine_id: Option<String>,
+    /// What its agent reports.
+    pub actual: Option<String>,
+    /// Why it is not placed.
+    pub unplaced_reason: Option<String>,
+}
+
+/// One unit of the Units page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitRow {
+    /// Unit name.
+    pub name: String,
+    /// Container image.
+    pub image: String,
+    /// `launched` or `inactive`.
+    pub desired: String,
+    /// `replicated` or `exclusive`.
+    pub kind: String,
+    /// The unit's revision.
+    pub revision: u64,
+    /// Its instances.
+    pub instances: Vec<InstanceRow>,
+}
+
+/// One key-space change as `/api/v1/events` sends it (the `data` of an SSE message).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEvent {
+    /// The key that changed.
+    pub key: String,
+    /// etcd's action: `set`, `create`, `delete`, `expire`, `compareAndSwap`...
+    pub action: String,
+    /// The etcd index of the change.
+    pub index: u64,
+}
+
+/// Which part of the dashboard a key belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Area {
+    /// Locks and elections.
+    Locks,
+    /// Machines, units, placements, states: everything else under `/_shoal`.
+    Fleet,
+}
+
+impl KeyEvent {
+    /// The area whose views this change affects.
+    pub fn area(&self) -> Area {
+        if self.key.starts_with("/_shoal/locks") || self.key.starts_with("/_shoal/elections") {
+            Area::Locks
+        } else {
+            Area::Fleet
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str) -> KeyEvent {
+        KeyEvent {
+            key: key.into(),
+            action: "set".into(),
+            index: 1,
+        }
+    }
+
+    #[test]
+    fn events_go_to_their_area() {
+        assert_eq!(event("/_shoal/locks/reboot/m1").area(), Area::Locks);
+        assert_eq!(event("/_shoal/elections/x").area(), Area::Locks);
+        assert_eq!(event("/_shoal/units/web").area(), Area::Fleet);
+        assert_eq!(event("/_shoal").area(), Area::Fleet);
+    }
+
+    #[test]
+    fn events_travel_as_compact_json() {
+        let json = r#"{"key":"/_shoal/units/web","action":"delete","index":42}"#;
+        let e: KeyEvent = serde_json::from_str(json).expect("an event");
+        assert_eq!(e.index, 42);
+        assert_eq!(serde_json::to_string(&e).expect("json"), json);
+    }
+}
