@@ -11,6 +11,7 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 
 use crate::harness::{heavy_test_lock, run_with_timeout, shoal_binary, Cluster, Flavor};
+use crate::holders::{max_concurrent, Held};
 
 /// How long one `shoalctl` call may take.
 const CTL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -225,35 +226,6 @@ async fn fleetlock_protocol_and_shoalctl_lock() -> Result<()> {
     let (s, body) = fleetlock(&http, &pre(0), Some("true"), &params("c", "default")).await?;
     ensure!(s == 200, "c is the second of 2: {s} {body}");
     Ok(())
-}
-
-/// One successful acquire seen by a client, on the client's clock.
-struct Held {
-    /// When the acquire answered 200: the slot is held from here at the latest.
-    acquired: Instant,
-    /// When the slot stops being held for sure: the release's invoke, or the
-    /// acquire's invoke + TTL (the leader stamps the expiry no earlier), whichever
-    /// comes first.
-    until: Instant,
-    /// Whether the client gave the slot back (or let the TTL lapse).
-    released: bool,
-}
-
-/// The largest number of slots held at one instant: a sweep over the intervals
-/// (an interval that ends exactly when another starts does not overlap it).
-fn max_concurrent(history: &[Held]) -> usize {
-    let mut edges: Vec<(Instant, i32)> = history
-        .iter()
-        .filter(|h| h.until > h.acquired)
-        .flat_map(|h| [(h.acquired, 1), (h.until, -1)])
-        .collect();
-    edges.sort();
-    let (mut now, mut max) = (0i32, 0i32);
-    for (_, step) in edges {
-        now += step;
-        max = max.max(now);
-    }
-    usize::try_from(max).unwrap_or_default()
 }
 
 /// A tiny xorshift, so the clients' choices differ without a dependency.

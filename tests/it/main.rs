@@ -12,6 +12,7 @@ mod differential;
 mod fleet;
 mod fleetlock;
 mod harness;
+mod holders;
 mod hostile;
 mod linearizability;
 mod membership;

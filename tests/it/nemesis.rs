@@ -7,7 +7,8 @@
 //! its own campaigns still reach the others, an asymmetric partition). Every operation is recorded with its invocation and
 //! completion time and checked per key by the linearizability checker; the
 //! watch stream must be ordered, hold every acknowledged write and invent
-//! nothing. A run that proved nothing fails: it needs a minimum of completed
+//! nothing. Lock clients race for a semaphore of limit 2 meanwhile: at no
+//! instant may more than 2 hold it (judged conservatively, see `holders`). A run that proved nothing fails: it needs a minimum of completed
 //! operations and of leader changes.
 //!
 //! The CI run lasts `SHOAL_NEMESIS_SECS` (default 60); `scripts/nemesis`
@@ -23,6 +24,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
 use crate::harness::{heavy_test_lock, Cluster, V2};
+use crate::holders::{max_concurrent, Held};
 use crate::linearizability::{check, Call, Op, Ret};
 
 const CLIENTS: usize = 5;
@@ -155,6 +157,63 @@ async fn client(
         });
     }
     log
+}
+
+const LOCK_CLIENTS: usize = 3;
+const LOCK_LIMIT: usize = 2;
+const LOCK_TTL: Duration = Duration::from_secs(2);
+
+/// One lock client: acquire (no waiting), hold briefly, release, until
+/// `until`; the certain holds, and how many acquires had an unknown outcome.
+async fn locker(id: usize, urls: Vec<String>, seed: u64, until: Instant) -> (Vec<Held>, usize) {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(id as u64));
+    let http = reqwest::Client::builder().timeout(TIMEOUT).build();
+    let Ok(http) = http else {
+        return (Vec::new(), 0);
+    };
+    let (mut held, mut unknown) = (Vec::new(), 0);
+    let mut round = 0u64;
+    while Instant::now() < until {
+        round += 1;
+        let holder = format!("l{id}-{round}");
+        let url = &urls[rng.gen_range(0..urls.len())];
+        let invoked = Instant::now();
+        let body =
+            serde_json::json!({"holder": holder, "limit": LOCK_LIMIT, "ttl": LOCK_TTL.as_secs()});
+        let answer = http
+            .post(format!("{url}/api/v1/locks/nemesis/acquire"))
+            .json(&body)
+            .send()
+            .await;
+        let acquired = Instant::now();
+        match answer.map(|r| r.status().as_u16()) {
+            Ok(200) => {}
+            Ok(409) => {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(20..80))).await;
+                continue;
+            }
+            // Unknown: it may hold a slot no one will count (weakens the check, never falsifies it).
+            _ => {
+                unknown += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
+        let releasing = Instant::now();
+        let url = &urls[rng.gen_range(0..urls.len())];
+        let _ = http
+            .post(format!("{url}/api/v1/locks/nemesis/release"))
+            .json(&serde_json::json!({"holder": holder}))
+            .send()
+            .await;
+        held.push(Held {
+            acquired,
+            until: releasing.min(invoked + LOCK_TTL),
+            released: true,
+        });
+    }
+    (held, unknown)
 }
 
 /// What the watcher saw: `(index, key, action)` in arrival order, and the
@@ -330,6 +389,9 @@ async fn histories_under_kills_pauses_and_partitions_are_linearizable() -> Resul
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| tokio::spawn(client(id, urls.clone(), seed, start, until)))
         .collect();
+    let lockers: Vec<_> = (0..LOCK_CLIENTS)
+        .map(|id| tokio::spawn(locker(id, urls.clone(), seed, until)))
+        .collect();
     let watch = tokio::spawn(watcher(urls.clone(), from, until + Duration::from_secs(5)));
     let faults = Mutex::new(Vec::new());
     let mut rng = StdRng::seed_from_u64(seed);
@@ -348,6 +410,12 @@ async fn histories_under_kills_pauses_and_partitions_are_linearizable() -> Resul
         acked.extend(log.acked);
     }
     let watched = watch.await?;
+    let (mut holds, mut lock_unknown) = (Vec::new(), 0);
+    for l in lockers {
+        let (h, u) = l.await?;
+        holds.extend(h);
+        lock_unknown += u;
+    }
     let last_term = term_of(&urls).await.unwrap_or(0);
 
     let completed = history.iter().filter(|o| o.complete.is_some()).count();
@@ -355,6 +423,11 @@ async fn histories_under_kills_pauses_and_partitions_are_linearizable() -> Resul
     eprintln!(
         "    {injected} faults, terms {first_term}..{last_term}, {completed} completed and {unknown} unknown operations, {} watch events",
         watched.events.len()
+    );
+    let most = max_concurrent(&holds);
+    eprintln!(
+        "    lock: {} certain holds, {lock_unknown} unknown acquires, at most {most} of {LOCK_LIMIT} held at once",
+        holds.len()
     );
     for f in faults.lock().await.iter() {
         eprintln!("    fault: {f}");
@@ -368,6 +441,15 @@ async fn histories_under_kills_pauses_and_partitions_are_linearizable() -> Resul
         "seed {seed}: fewer than 2 leader changes (terms {first_term}..{last_term}): the run proved nothing"
     );
 
+    ensure!(
+        holds.len() >= 20,
+        "seed {seed}: only {} lock holds: the run proved nothing",
+        holds.len()
+    );
+    ensure!(
+        most <= LOCK_LIMIT,
+        "seed {seed}: {most} lock holders at one instant, limit {LOCK_LIMIT}"
+    );
     if let Err(v) = check(&history) {
         bail!("seed {seed}: {v}");
     }
