@@ -7,7 +7,7 @@
 //! its agent's local endpoint (`$SHOAL_LOCAL_ENDPOINT`, etcd v2 on loopback):
 //! - an API server serves HTTP on its own port and announces
 //!   `/services/api/<instance>` = `127.0.0.1:<port>` with a 5 s TTL, refreshed
-//!   (`refresh=true`, which does not wake watchers) every second;
+//!   (`refresh=true`, which does not wake watchers) about every two seconds;
 //! - a load balancer reads `/services/api`, prints `upstreams: <sorted list>`
 //!   whenever the list changes, and long-polls the directory from the next index.
 //!
@@ -39,8 +39,9 @@ echo "$SHOAL_INSTANCE on $SHOAL_MACHINE_ID" > /tmp/www/index.html
 httpd -p 127.0.0.1:$port -h /tmp/www
 put() {
   body="$1"
-  printf 'PUT /v2/keys/services/api/%s HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s' \
-    "$SHOAL_INSTANCE" ${#body} "$body" | timeout 5 nc ${SHOAL_LOCAL_ENDPOINT%:*} ${SHOAL_LOCAL_ENDPOINT#*:} | head -n 1
+  # stdin stays open until the answer is in: a half-closed request is dropped by the server.
+  { printf 'PUT /v2/keys/services/api/%s HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s' \
+    "$SHOAL_INSTANCE" ${#body} "$body"; sleep 1; } | timeout 5 nc ${SHOAL_LOCAL_ENDPOINT%:*} ${SHOAL_LOCAL_ENDPOINT#*:} | head -n 1
 }
 while true; do
   case "$(put 'ttl=5&refresh=true&prevExist=true')" in
