@@ -255,6 +255,25 @@ fn keys_segments(key: &str) -> Vec<&str> {
     segments
 }
 
+/// A streamed answer as it is when it succeeded, else its error body decoded.
+async fn streamed(
+    url: impl std::fmt::Display,
+    response: reqwest::Response,
+) -> Result<reqwest::Response, ClientError> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Request {
+            url: url.to_string(),
+            source,
+        })?;
+    Err(decode_error(status, &body))
+}
+
 /// Turns a non-success answer into the most specific error its body allows.
 fn decode_error(status: StatusCode, body: &[u8]) -> ClientError {
     if let Ok(e) = serde_json::from_slice::<EtcdError>(body) {
@@ -513,18 +532,7 @@ impl Client {
                 |r| r.query(&query),
             )
             .await?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Request {
-                url: url.to_string(),
-                source,
-            })?;
-        Err(decode_error(status, &body))
+        streamed(url, response).await
     }
 
     /// A keys request whose success body is a [`KeysResponse`].
@@ -958,18 +966,7 @@ impl Client {
                 }
             })
             .await?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Request {
-                url: url.to_string(),
-                source,
-            })?;
-        Err(decode_error(status, &body))
+        streamed(url, response).await
     }
 
     /// `GET /api/v1/updates/channels`.

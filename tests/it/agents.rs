@@ -9,7 +9,45 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
-use crate::harness::{free_port, shoal_binary};
+use crate::harness::{free_port, heavy_test_lock, shoal_binary, Cluster, Flavor};
+
+/// A fleet test's setup: Docker checked, heavy tests serialised, the test
+/// image present, no containers left from an earlier run of the same name,
+/// and a one-member server.
+pub struct FleetRun {
+    /// The run's name: machine ids start with it, so its containers are known.
+    pub run: String,
+    /// The server's client URL.
+    pub base: String,
+    /// The server, kept alive for the run (dropped, so killed, before the guard).
+    _cluster: Cluster,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl FleetRun {
+    /// Sets up a run named `prefix<pid>`; `None` (after a notice) when Docker
+    /// is absent and not required.
+    pub async fn start(prefix: &str) -> Result<Option<FleetRun>> {
+        if !docker_ready()? {
+            eprintln!(
+                "Docker is not available and SHOAL_REQUIRE_DOCKER is not 1: nothing to test here"
+            );
+            return Ok(None);
+        }
+        let serial = heavy_test_lock().await;
+        ensure_image()?;
+        let run = format!("{prefix}{}", std::process::id());
+        remove_containers(&run);
+        let cluster = Cluster::start_with(Flavor::Shoal, 1, &[]).await?;
+        let base = cluster.members[0].client_url();
+        Ok(Some(FleetRun {
+            run,
+            base,
+            _cluster: cluster,
+            _serial: serial,
+        }))
+    }
+}
 
 /// `POST /api/v1/units`: submits (or updates) a unit; 200 or 201 expected.
 pub async fn submit(base: &str, unit: &Value) -> Result<()> {

@@ -22,10 +22,10 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 
 use crate::agents::{
-    containers, docker_ready, ensure_image, get, remove_containers, running, submit, wait_machines,
-    wait_unit, Agent, IMAGE,
+    containers, get, remove_containers, running, submit, wait_machines, wait_unit, Agent, FleetRun,
+    IMAGE,
 };
-use crate::harness::{heavy_test_lock, shoal_binary, Cluster, Flavor};
+use crate::harness::shoal_binary;
 use crate::proxy::Proxy;
 
 /// How long any convergence may take before the test fails.
@@ -75,18 +75,10 @@ fn in_docker(all: &[(String, String, String)], unit: &str) -> BTreeSet<(String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn units_run_as_containers_and_survive_a_lost_machine() -> Result<()> {
-    if !docker_ready()? {
-        eprintln!(
-            "Docker is not available and SHOAL_REQUIRE_DOCKER is not 1: nothing to test here"
-        );
+    let Some(fleet) = FleetRun::start("it").await? else {
         return Ok(());
-    }
-    let _serial = heavy_test_lock().await;
-    ensure_image()?;
-    let run = format!("it{}", std::process::id());
-    remove_containers(&run);
-    let cluster = Cluster::start_with(Flavor::Shoal, 1, &[]).await?;
-    let base = cluster.members[0].client_url();
+    };
+    let (run, base) = (fleet.run.clone(), fleet.base.clone());
     let dir = tempfile::tempdir()?;
     let (m1, m2, m3) = (
         format!("{run}-m1"),
@@ -272,18 +264,10 @@ async fn units_run_as_containers_and_survive_a_lost_machine() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_cut_off_stops_its_exclusive_unit_before_it_moves() -> Result<()> {
-    if !docker_ready()? {
-        eprintln!(
-            "Docker is not available and SHOAL_REQUIRE_DOCKER is not 1: nothing to test here"
-        );
+    let Some(fleet) = FleetRun::start("fence").await? else {
         return Ok(());
-    }
-    let _serial = heavy_test_lock().await;
-    ensure_image()?;
-    let run = format!("fence{}", std::process::id());
-    remove_containers(&run);
-    let cluster = Cluster::start_with(Flavor::Shoal, 1, &[]).await?;
-    let base = cluster.members[0].client_url();
+    };
+    let (run, base) = (fleet.run.clone(), fleet.base.clone());
     let server: std::net::SocketAddr = base
         .trim_start_matches("http://")
         .parse()

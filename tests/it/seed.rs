@@ -24,10 +24,9 @@ use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 
 use crate::agents::{
-    docker_ready, ensure_image, remove_containers, running, submit, wait_machines, wait_unit,
-    Agent, IMAGE,
+    remove_containers, running, submit, wait_machines, wait_unit, Agent, FleetRun, IMAGE,
 };
-use crate::harness::{free_port, heavy_test_lock, shoal_binary, Cluster, Flavor};
+use crate::harness::{free_port, shoal_binary};
 
 /// The API server: an HTTP server on the `$SHOAL_INSTANCE_INDEX`th port of
 /// `$API_PORTS`, announced under a TTL and kept alive by refreshes.
@@ -119,18 +118,10 @@ fn api_unit(replicas: u32, ports: &[u16]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balancers_follow_api_servers_through_the_key_space() -> Result<()> {
-    if !docker_ready()? {
-        eprintln!(
-            "Docker is not available and SHOAL_REQUIRE_DOCKER is not 1: nothing to test here"
-        );
+    let Some(fleet) = FleetRun::start("seed").await? else {
         return Ok(());
-    }
-    let _serial = heavy_test_lock().await;
-    ensure_image()?;
-    let run = format!("seed{}", std::process::id());
-    remove_containers(&run);
-    let cluster = Cluster::start_with(Flavor::Shoal, 1, &[]).await?;
-    let base = cluster.members[0].client_url();
+    };
+    let (run, base) = (fleet.run.clone(), fleet.base.clone());
     let dir = tempfile::tempdir()?;
     let agents = [
         Agent::start(dir.path(), &base, &format!("{run}-m1"), "rack=a")?,
