@@ -317,3 +317,37 @@ pub fn running(status: &Value) -> Vec<(String, String)> {
         })
         .unwrap_or_default()
 }
+
+/// Polls Docker until `done` holds for this run's containers.
+pub async fn wait_containers(
+    run: &str,
+    what: &str,
+    done: impl Fn(&[(String, String, String)]) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = containers(run)?;
+        if done(&now) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "{what}: Docker has {now:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Destroys `units` and waits until this run has no containers left.
+pub async fn destroy_all(base: &str, run: &str, units: &[&str]) -> Result<()> {
+    let http = reqwest::Client::new();
+    for name in units {
+        let resp = http
+            .delete(format!("{base}/api/v1/units/{name}"))
+            .send()
+            .await?;
+        ensure!(
+            resp.status().is_success(),
+            "destroy {name}: {}",
+            resp.status()
+        );
+    }
+    wait_containers(run, "containers left after destroy", <[_]>::is_empty).await
+}

@@ -22,48 +22,14 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 
 use crate::agents::{
-    containers, get, remove_containers, running, submit, wait_machines, wait_unit, Agent, FleetRun,
-    IMAGE,
+    containers, destroy_all, get, remove_containers, running, submit, wait_containers,
+    wait_machines, wait_unit, Agent, FleetRun, IMAGE,
 };
-use crate::harness::shoal_binary;
+use crate::harness::shoalctl_ok;
 use crate::proxy::Proxy;
 
 /// How long any convergence may take before the test fails.
 const CONVERGE: Duration = Duration::from_secs(60);
-
-/// Polls Docker until `done` holds for this run's containers.
-async fn wait_containers(
-    run: &str,
-    what: &str,
-    done: impl Fn(&[(String, String, String)]) -> bool,
-) -> Result<()> {
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let now = containers(run)?;
-        if done(&now) {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "{what}: Docker has {now:?}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Destroys `units` and waits until this run has no containers left.
-async fn destroy_all(base: &str, run: &str, units: &[&str]) -> Result<()> {
-    let http = reqwest::Client::new();
-    for name in units {
-        let resp = http
-            .delete(format!("{base}/api/v1/units/{name}"))
-            .send()
-            .await?;
-        ensure!(
-            resp.status().is_success(),
-            "destroy {name}: {}",
-            resp.status()
-        );
-    }
-    wait_containers(run, "containers left after destroy", <[_]>::is_empty).await
-}
 
 /// `(instance, machine)` pairs of the running containers of `unit`.
 fn in_docker(all: &[(String, String, String)], unit: &str) -> BTreeSet<(String, String)> {
@@ -161,15 +127,8 @@ async fn units_run_as_containers_and_survive_a_lost_machine() -> Result<()> {
     .await?;
 
     eprintln!("--- shoalctl journal db: the container's output, through the agent that runs it");
-    let out = Command::new(shoal_binary("shoalctl"))
-        .args(["--endpoints", &base, "journal", "db", "-n", "10"])
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success() && text.contains("db-says-hello"),
-        "journal: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = shoalctl_ok(&base, &["journal", "db", "-n", "10"])?;
+    ensure!(text.contains("db-says-hello"), "journal: {text}");
 
     eprintln!("--- docker stop the pinned container: its agent starts it again");
     let pinned = Command::new("docker")

@@ -3,18 +3,16 @@
 //! mapped to `/api/v1/locks` semaphores, `shoalctl lock status/unlock/limit`, and a
 //! property test of the semaphore under many racing clients with TTL expiry.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use serde_json::{json, Value};
 
-use crate::harness::{heavy_test_lock, run_with_timeout, shoal_binary, Cluster, Flavor};
+use crate::harness::{heavy_test_lock, shoalctl, Cluster, Flavor};
 use crate::holders::{max_concurrent, Held};
-
-/// How long one `shoalctl` call may take.
-const CTL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A FleetLock call; `header` is the `fleet-lock-protocol` value, if any.
 async fn fleetlock(
@@ -34,16 +32,6 @@ async fn fleetlock(
 
 fn params(id: &str, group: &str) -> String {
     json!({"client_params": {"id": id, "group": group}}).to_string()
-}
-
-/// `shoalctl --endpoints ... ARGS`: (success, stdout, stderr).
-fn shoalctl(urls: &[String], args: &[&str]) -> Result<(bool, String, String)> {
-    run_with_timeout(
-        Command::new(shoal_binary("shoalctl"))
-            .args(["--endpoints", &urls.join(",")])
-            .args(args),
-        CTL_TIMEOUT,
-    )
 }
 
 fn holders(state: &Value) -> Vec<&str> {
@@ -172,7 +160,7 @@ async fn fleetlock_protocol_and_shoalctl_lock() -> Result<()> {
     ensure!(s == 409, "d2 must be refused: {s} {body}");
 
     eprintln!("--- shoalctl lock status shows limits, holders, tokens and TTL left");
-    let (ok, out, err) = shoalctl(&urls, &["lock", "status", "reboot-workers"])?;
+    let (ok, out, err) = shoalctl(&urls.join(","), &["lock", "status", "reboot-workers"])?;
     ensure!(ok, "status: {err}");
     let mut lines = out.lines();
     ensure!(
@@ -190,7 +178,7 @@ async fn fleetlock_protocol_and_shoalctl_lock() -> Result<()> {
             "holder line: {line:?}"
         );
     }
-    let (ok, out, err) = shoalctl(&urls, &["-o", "json", "lock", "status"])?;
+    let (ok, out, err) = shoalctl(&urls.join(","), &["-o", "json", "lock", "status"])?;
     ensure!(ok, "status of all: {err}");
     let all: Value = serde_json::from_str(out.trim())?;
     let mut names: Vec<&str> = all["locks"]
@@ -204,21 +192,21 @@ async fn fleetlock_protocol_and_shoalctl_lock() -> Result<()> {
     );
 
     eprintln!("--- shoalctl lock unlock frees a holder's slot; unlocking it again fails");
-    let (ok, out, err) = shoalctl(&urls, &["lock", "unlock", "reboot-workers", "w1"])?;
+    let (ok, out, err) = shoalctl(&urls.join(","), &["lock", "unlock", "reboot-workers", "w1"])?;
     ensure!(
         ok && out.starts_with("reboot-workers: limit=2 holders=1"),
         "unlock: {out} {err}"
     );
     let (s, body) = fleetlock(&http, &pre(2), Some("true"), &params("w3", "workers")).await?;
     ensure!(s == 200, "w3 gets the freed slot: {s} {body}");
-    let (ok, _, err) = shoalctl(&urls, &["lock", "unlock", "reboot-workers", "w1"])?;
+    let (ok, _, err) = shoalctl(&urls.join(","), &["lock", "unlock", "reboot-workers", "w1"])?;
     ensure!(
         !ok && err.contains("not_held"),
         "a second unlock must fail: {err}"
     );
 
     eprintln!("--- shoalctl lock limit configures the default group");
-    let (ok, out, err) = shoalctl(&urls, &["lock", "limit", "reboot", "2"])?;
+    let (ok, out, err) = shoalctl(&urls.join(","), &["lock", "limit", "reboot", "2"])?;
     ensure!(
         ok && out.contains("configured_limit=2"),
         "limit: {out} {err}"
@@ -226,14 +214,6 @@ async fn fleetlock_protocol_and_shoalctl_lock() -> Result<()> {
     let (s, body) = fleetlock(&http, &pre(0), Some("true"), &params("c", "default")).await?;
     ensure!(s == 200, "c is the second of 2: {s} {body}");
     Ok(())
-}
-
-/// A tiny xorshift, so the clients' choices differ without a dependency.
-fn next_random(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +235,7 @@ async fn semaphore_never_exceeds_its_limit_under_racing_clients() -> Result<()> 
         .map(|c| {
             let (http, urls) = (http.clone(), urls.clone());
             tokio::spawn(async move {
-                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1).wrapping_mul(0xA24B_AED4);
+                let mut rng = StdRng::seed_from_u64(c as u64 + 1);
                 let mut history = Vec::new();
                 let mut refused = 0usize;
                 for round in 0..ROUNDS {
@@ -276,14 +256,14 @@ async fn semaphore_never_exceeds_its_limit_under_racing_clients() -> Result<()> 
                         200 => {}
                         409 => {
                             refused += 1;
-                            let pause = 20 + next_random(&mut rng) % 40;
+                            let pause = rng.gen_range(20..60);
                             tokio::time::sleep(Duration::from_millis(pause)).await;
                             continue;
                         }
                         other => anyhow::bail!("acquire {holder}: HTTP {other}"),
                     }
                     let lapses = invoked + TTL;
-                    if next_random(&mut rng).is_multiple_of(6) {
+                    if rng.gen_ratio(1, 6) {
                         // A client that dies holding its slot: only the TTL frees it.
                         history.push(Held {
                             acquired,
@@ -292,7 +272,7 @@ async fn semaphore_never_exceeds_its_limit_under_racing_clients() -> Result<()> 
                         });
                         continue;
                     }
-                    let hold = 10 + next_random(&mut rng) % 60;
+                    let hold = rng.gen_range(10..70);
                     tokio::time::sleep(Duration::from_millis(hold)).await;
                     let releasing = Instant::now();
                     let member = &urls[(c + round + 1) % urls.len()];

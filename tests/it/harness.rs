@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -613,4 +613,29 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(bool, S
         std::fs::read_to_string(&out_path)?,
         std::fs::read_to_string(&err_path)?,
     ))
+}
+
+/// How long a `shoalctl` run may take.
+const SHOALCTL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `shoalctl --endpoints <endpoints> ARGS`: (success, stdout, stderr).
+pub fn shoalctl(endpoints: &str, args: &[&str]) -> Result<(bool, String, String)> {
+    let mut cmd = Command::new(shoal_binary("shoalctl"));
+    cmd.args(["--endpoints", endpoints]).args(args);
+    run_with_timeout(&mut cmd, SHOALCTL_TIMEOUT)
+}
+
+/// Runs `shoalctl` and fails unless it succeeds; its stdout.
+pub fn shoalctl_ok(endpoints: &str, args: &[&str]) -> Result<String> {
+    let (ok, out, err) = shoalctl(endpoints, args)?;
+    ensure!(ok, "shoalctl {args:?} failed: {err}{out}");
+    Ok(out)
+}
+
+/// `len` pseudo-random bytes, the same for the same `seed`.
+pub fn seeded_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore as _, SeedableRng as _};
+    let mut bytes = vec![0; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes
 }

@@ -27,42 +27,20 @@ use node_agent::slots::{Slot, SlotAttrs, SlotDisk};
 use serde_json::Value;
 
 use crate::agents::{docker_ready, get, wait_machines, Agent};
-use crate::harness::{run_with_timeout, shoal_binary, Cluster, Flavor, V2};
+use crate::harness::{seeded_bytes, shoal_binary, shoalctl_ok, Cluster, Flavor, V2};
 
-const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest any phase of the rollout may take.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn shoalctl(endpoint: &str, args: &[&str]) -> Result<String> {
-    let mut cmd = Command::new(shoal_binary("shoalctl"));
-    cmd.arg("--endpoints").arg(endpoint).args(args);
-    let (ok, out, err) = run_with_timeout(&mut cmd, CLI_TIMEOUT)?;
-    ensure!(ok, "shoalctl {args:?} failed: {err}{out}");
-    Ok(out)
-}
 
 fn path_str(p: &Path) -> Result<&str> {
     p.to_str().context("temporary path is not UTF-8")
 }
 
-/// Deterministic pseudo-random bytes.
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect()
-}
-
 /// Uploads `len` bytes as `version` on channel stable, signed with `key`.
 fn upload(base: &str, dir: &Path, key: &Path, version: &str, seed: u64) -> Result<()> {
     let file = dir.join(format!("os-{version}.img"));
-    std::fs::write(&file, payload(3 * 1024 * 1024 + 123, seed))?;
-    shoalctl(
+    std::fs::write(&file, seeded_bytes(3 * 1024 * 1024 + 123, seed))?;
+    shoalctl_ok(
         base,
         &[
             "update",
@@ -191,7 +169,7 @@ async fn agents_update_through_ab_slots_one_reboot_at_a_time() -> Result<()> {
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
     let keys = dir.path().join("keys");
-    shoalctl(
+    shoalctl_ok(
         "http://127.0.0.1:1",
         &["update", "keygen", "--out", path_str(&keys)?],
     )?;
@@ -314,7 +292,7 @@ async fn agents_update_through_ab_slots_one_reboot_at_a_time() -> Result<()> {
             &[("value", &meta.to_string())],
         )
         .await?;
-    shoalctl(&base, &["update", "channel", "stable", "--version", "2.9"])?;
+    shoalctl_ok(&base, &["update", "channel", "stable", "--version", "2.9"])?;
     let ms = run_until(&base, &mut agents, "both refuse 2.9", |ms| {
         ["osa", "osb"]
             .iter()
@@ -343,7 +321,7 @@ async fn agents_update_through_ab_slots_one_reboot_at_a_time() -> Result<()> {
     osb.push_args(&["--health-command", "false"]);
     osb.spawn()?;
     upload(&base, dir.path(), &secret, "3", 3)?;
-    shoalctl(&base, &["update", "resume", "stable"])?;
+    shoalctl_ok(&base, &["update", "resume", "stable"])?;
     run_until(&base, &mut agents, "osb rolls back 3", |ms| {
         state_of(ms, "osb") == ("rolled_back", "2", "3")
     })

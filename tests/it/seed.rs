@@ -17,16 +17,16 @@
 //! Needs Docker: fails (does not skip) when `SHOAL_REQUIRE_DOCKER=1`.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 
 use crate::agents::{
-    remove_containers, running, submit, wait_machines, wait_unit, Agent, FleetRun, IMAGE,
+    destroy_all, remove_containers, running, submit, wait_machines, wait_unit, Agent, FleetRun,
+    IMAGE,
 };
-use crate::harness::{free_port, shoal_binary};
+use crate::harness::{free_port, shoalctl_ok};
 
 /// The API server: an HTTP server on the `$SHOAL_INSTANCE_INDEX`th port of
 /// `$API_PORTS`, announced under a TTL and kept alive by refreshes.
@@ -73,15 +73,7 @@ done
 
 /// The upstream list a load balancer instance printed last, if any.
 fn upstreams(base: &str, instance: &str) -> Result<Option<BTreeSet<String>>> {
-    let out = Command::new(shoal_binary("shoalctl"))
-        .args(["--endpoints", base, "journal", instance, "-n", "50"])
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "shoalctl journal {instance}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = shoalctl_ok(base, &["journal", instance, "-n", "50"])?;
     Ok(text
         .lines()
         .rev()
@@ -177,17 +169,7 @@ async fn load_balancers_follow_api_servers_through_the_key_space() -> Result<()>
     wait_upstreams(&base, &three).await?;
     eprintln!("    both load balancers list {three:?}");
 
-    for name in ["lb", "api"] {
-        let resp = reqwest::Client::new()
-            .delete(format!("{base}/api/v1/units/{name}"))
-            .send()
-            .await?;
-        ensure!(
-            resp.status().is_success(),
-            "destroy {name}: {}",
-            resp.status()
-        );
-    }
+    destroy_all(&base, &run, &["lb", "api"]).await?;
     drop(agents);
     remove_containers(&run);
     Ok(())

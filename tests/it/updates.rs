@@ -7,42 +7,11 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 
-use crate::harness::{run_with_timeout, shoal_binary, Cluster, Flavor};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs shoalctl against `endpoint`; (success, stdout, stderr).
-fn shoalctl(endpoint: &str, args: &[&str]) -> Result<(bool, String, String)> {
-    let mut cmd = Command::new(shoal_binary("shoalctl"));
-    cmd.arg("--endpoints").arg(endpoint).args(args);
-    run_with_timeout(&mut cmd, TIMEOUT)
-}
-
-/// Runs shoalctl and fails unless it succeeds; its stdout.
-fn shoalctl_ok(endpoint: &str, args: &[&str]) -> Result<String> {
-    let (ok, out, err) = shoalctl(endpoint, args)?;
-    ensure!(ok, "shoalctl {args:?} failed: {err}{out}");
-    Ok(out)
-}
-
-/// Deterministic pseudo-random bytes.
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect()
-}
+use crate::harness::{seeded_bytes, shoalctl, shoalctl_ok, Cluster, Flavor};
 
 async fn checkin(
     base: &str,
@@ -111,7 +80,7 @@ async fn signed_upload_ranged_download_and_rollout_decisions() -> Result<()> {
     let http = reqwest::Client::new();
 
     eprintln!("--- a 3 MiB payload signed with the key is accepted and points the channel at it");
-    let data = payload(3 * 1024 * 1024 + 17, 7);
+    let data = seeded_bytes(3 * 1024 * 1024 + 17, 7);
     let file = dir.path().join("os-2.0.img");
     std::fs::write(&file, &data)?;
     let out = shoalctl_ok(
@@ -177,7 +146,7 @@ async fn signed_upload_ranged_download_and_rollout_decisions() -> Result<()> {
 
     eprintln!("--- other bytes under an existing version are a conflict");
     let other = dir.path().join("other.img");
-    std::fs::write(&other, payload(1000, 8))?;
+    std::fs::write(&other, seeded_bytes(1000, 8))?;
     let (ok, _, err) = shoalctl(
         &base,
         &[
