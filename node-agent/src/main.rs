@@ -18,6 +18,9 @@ use tokio::sync::watch;
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
+    // Test builds (feature `failpoints`): the fail points FAILPOINTS configures.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     if let Some(Command::Install(args)) = &cli.command {
         return install::run(args, &mut std::io::stdout()).map_err(Into::into);
@@ -117,6 +120,7 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
 
     let update_task = booted.map(|b| {
         let health = Health {
+            client: client.clone(),
             lease: Arc::clone(&lease_state),
             docker: docker.clone(),
             commands: settings

@@ -289,12 +289,52 @@ fn leaves(node: &Node, out: &mut Vec<Node>) {
     }
 }
 
+/// The instances `machine_id` should run (its placements of launched
+/// units), and the instances placed on other machines; a `quorum` read when
+/// a decision must not rest on a stale answer.
+pub async fn read_desired(
+    client: &Client,
+    machine_id: &str,
+    quorum: bool,
+) -> Result<(BTreeMap<String, DesiredInstance>, BTreeSet<String>), ClientError> {
+    let mut placements = Vec::new();
+    for node in list_dir(client, PLACEMENTS_DIR, quorum).await? {
+        let value = node.value.as_deref().unwrap_or_default();
+        match serde_json::from_str::<Assignment>(value) {
+            Ok(assignment) => placements.push(PlacementEntry {
+                assignment,
+                index: node.modified_index,
+            }),
+            Err(e) => tracing::warn!(key = ?node.key, error = %e, "unreadable placement"),
+        }
+    }
+    let mut units = BTreeMap::new();
+    for node in list_dir(client, UNITS_DIR, quorum).await? {
+        let value = node.value.as_deref().unwrap_or_default();
+        match serde_json::from_str::<Unit>(value) {
+            Ok(unit) => {
+                units.insert(unit.name.clone(), unit);
+            }
+            Err(e) => tracing::warn!(key = ?node.key, error = %e, "unreadable unit"),
+        }
+    }
+    let elsewhere = placements
+        .iter()
+        .filter(|p| p.assignment.machine_id != machine_id)
+        .map(|p| p.assignment.instance.clone())
+        .collect();
+    Ok((
+        desired_instances(machine_id, &placements, &units),
+        elsewhere,
+    ))
+}
+
 /// Lists the leaves under `dir`; an absent directory is empty.
-async fn list_dir(client: &Client, dir: &str) -> Result<Vec<Node>, ClientError> {
+async fn list_dir(client: &Client, dir: &str, quorum: bool) -> Result<Vec<Node>, ClientError> {
     let opts = GetOptions {
         recursive: true,
         sorted: true,
-        quorum: false,
+        quorum,
     };
     match client.get(dir, opts).await {
         Ok(answer) => {
@@ -365,42 +405,6 @@ impl Reconciler {
     pub fn with_resync(mut self, resync: Duration) -> Self {
         self.resync = resync;
         self
-    }
-
-    /// This machine's desired instances, and the instances placed on other machines.
-    async fn read_desired(
-        &self,
-    ) -> Result<(BTreeMap<String, DesiredInstance>, BTreeSet<String>), ClientError> {
-        let mut placements = Vec::new();
-        for node in list_dir(&self.client, PLACEMENTS_DIR).await? {
-            let value = node.value.as_deref().unwrap_or_default();
-            match serde_json::from_str::<Assignment>(value) {
-                Ok(assignment) => placements.push(PlacementEntry {
-                    assignment,
-                    index: node.modified_index,
-                }),
-                Err(e) => tracing::warn!(key = ?node.key, error = %e, "unreadable placement"),
-            }
-        }
-        let mut units = BTreeMap::new();
-        for node in list_dir(&self.client, UNITS_DIR).await? {
-            let value = node.value.as_deref().unwrap_or_default();
-            match serde_json::from_str::<Unit>(value) {
-                Ok(unit) => {
-                    units.insert(unit.name.clone(), unit);
-                }
-                Err(e) => tracing::warn!(key = ?node.key, error = %e, "unreadable unit"),
-            }
-        }
-        let elsewhere = placements
-            .iter()
-            .filter(|p| p.assignment.machine_id != self.machine_id)
-            .map(|p| p.assignment.instance.clone())
-            .collect();
-        Ok((
-            desired_instances(&self.machine_id, &placements, &units),
-            elsewhere,
-        ))
     }
 
     /// The fencing check right before `docker start`: the placement still
@@ -560,7 +564,7 @@ impl Reconciler {
         }
 
         let mut stored: BTreeMap<String, (InstanceState, u64)> = BTreeMap::new();
-        for node in list_dir(&self.client, STATES_DIR).await? {
+        for node in list_dir(&self.client, STATES_DIR, false).await? {
             let instance = last_segment(node.key.as_deref()).to_owned();
             let value = node.value.as_deref().unwrap_or_default();
             if let Ok(state) = serde_json::from_str::<InstanceState>(value) {
@@ -612,7 +616,7 @@ impl Reconciler {
             }
             return Ok(());
         }
-        let (desired, elsewhere) = self.read_desired().await?;
+        let (desired, elsewhere) = read_desired(&self.client, &self.machine_id, false).await?;
         let actual = self.docker.list().await?;
         let mut actions = plan(&desired, &actual);
         match self.adopt_until {

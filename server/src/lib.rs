@@ -2,7 +2,8 @@
 //! durable in SQLite, served over HTTP.
 //!
 //! `run` wires the parts: storage (`db`, `raft`), the member handle
-//! (`member`), the leader's TTL expiry (`expiry`) and the HTTP routers (`http`).
+//! (`member`), the leader's TTL expiry (`expiry`), payload replication
+//! (`updates::replicate`) and the HTTP routers (`http`).
 
 pub mod config;
 pub mod db;
@@ -152,6 +153,11 @@ pub async fn run(
         );
         servers.spawn(async move { axum::serve(listener, app).await.context("client server") });
     }
+    let replicas = updates.clone();
+    servers.spawn(async move {
+        updates::replicate::run(replicas).await;
+        Ok(())
+    });
     let engine_member = member.clone();
     servers.spawn(async move {
         engine::run(engine_member).await;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
@@ -176,6 +176,8 @@ pub struct Agent {
     /// Machine id.
     pub id: String,
     args: Vec<String>,
+    /// Environment variables set for the process.
+    env: Vec<(String, String)>,
     log: std::path::PathBuf,
     child: Option<Child>,
 }
@@ -195,6 +197,13 @@ impl Agent {
         metadata: &str,
         extra: &[String],
     ) -> Result<Agent> {
+        let mut a = Agent::new(dir, server, id, metadata, extra);
+        a.spawn()?;
+        Ok(a)
+    }
+
+    /// The agent [`Agent::start_with`] starts, not started yet.
+    pub fn new(dir: &Path, server: &str, id: &str, metadata: &str, extra: &[String]) -> Agent {
         let mut args = vec![
             "--server".into(),
             server.into(),
@@ -210,14 +219,13 @@ impl Agent {
             LEASE_TTL.into(),
         ];
         args.extend(extra.iter().cloned());
-        let mut a = Agent {
+        Agent {
             id: id.into(),
             args,
+            env: Vec::new(),
             log: dir.join(format!("{id}.log")),
             child: None,
-        };
-        a.spawn()?;
-        Ok(a)
+        }
     }
 
     /// Starts the process (again), appending to the same log.
@@ -228,6 +236,7 @@ impl Agent {
             .open(&self.log)?;
         let child = Command::new(shoal_binary("shoal-agent"))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -241,11 +250,24 @@ impl Agent {
         self.args.extend(extra.iter().map(|s| s.to_string()));
     }
 
+    /// Sets (`Some`) or removes (`None`) an environment variable for the next [`Agent::spawn`].
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.into(), v.into()));
+        }
+    }
+
     /// True when the process was started and has exited by itself since.
     pub fn exited(&mut self) -> bool {
+        self.exit_status().is_some()
+    }
+
+    /// How the process ended, once it has exited by itself.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
         self.child
             .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The last `n` lines of the agent's log.

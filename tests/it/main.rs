@@ -6,6 +6,7 @@
 //! check the tests themselves; the default, and CI, is Shoal.
 
 mod agents;
+mod browser;
 mod cluster;
 mod dashboard;
 mod differential;
@@ -22,4 +23,6 @@ mod primitives;
 mod proxy;
 mod real_clients;
 mod seed;
+mod update_crash;
+mod update_host;
 mod updates;

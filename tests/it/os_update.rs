@@ -1,9 +1,7 @@
 //! The agents' update engine end to end: one server trusting an update key,
-//! two `shoal-agent`s, each with its own CoreOS-layout disk image made by
-//! `shoal-agent disk init`, and `--reboot-command 'kill -TERM $PPID'`: the
-//! reboot command sends SIGTERM to the agent (the `sh -c` child's parent),
-//! the agent exits cleanly, and this test starts it again whenever it exited
-//! — that restart is the reboot, where the agent runs gptprio on its image.
+//! two `shoal-agent`s, each with its own disk image and a reboot command that
+//! ends the agent (see `update_host`): this test starts it again whenever it
+//! exited — that restart is the reboot, where the agent runs gptprio on its image.
 //!
 //! 1. Version 2 rolls out (one agent SIGKILLed and restarted on the way):
 //!    both agents end on it with USR-B active and successful in their GPT,
@@ -16,57 +14,21 @@
 //!    the boot rolls back to USR-B and the rollout halts again.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use node_agent::slots::{Slot, SlotAttrs, SlotDisk};
+use node_agent::slots::SlotAttrs;
 use serde_json::Value;
 
 use crate::agents::{docker_ready, get, wait_machines, Agent};
-use crate::harness::{seeded_bytes, shoal_binary, shoalctl_ok, Cluster, Flavor, V2};
+use crate::harness::{shoalctl_ok, V2};
+use crate::update_host::{attrs, machines, reboot_lock_holders, record, state_of, UpdateServer};
 
 /// The longest any phase of the rollout may take.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn path_str(p: &Path) -> Result<&str> {
-    p.to_str().context("temporary path is not UTF-8")
-}
-
-/// Uploads `len` bytes as `version` on channel stable, signed with `key`.
-fn upload(base: &str, dir: &Path, key: &Path, version: &str, seed: u64) -> Result<()> {
-    let file = dir.join(format!("os-{version}.img"));
-    std::fs::write(&file, seeded_bytes(3 * 1024 * 1024 + 123, seed))?;
-    shoalctl_ok(
-        base,
-        &[
-            "update",
-            "upload",
-            path_str(&file)?,
-            "--version",
-            version,
-            "--channel",
-            "stable",
-            "--key",
-            path_str(key)?,
-        ],
-    )?;
-    Ok(())
-}
-
-/// The machines' last check-ins, by machine id.
-async fn machines(base: &str) -> Result<BTreeMap<String, Value>> {
-    let list = get(&format!("{base}/api/v1/updates/machines")).await?;
-    Ok(list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| Some((m["machine_id"].as_str()?.to_owned(), m.clone())))
-        .collect())
-}
 
 /// Restarts agents that exited (their "reboot") until `done` holds for the check-ins.
 async fn run_until(
@@ -99,32 +61,6 @@ async fn run_until(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn state_of<'a>(ms: &'a BTreeMap<String, Value>, id: &str) -> (&'a str, &'a str, &'a str) {
-    let m = &ms.get(id).unwrap_or(&Value::Null);
-    (
-        m["state"].as_str().unwrap_or(""),
-        m["version"].as_str().unwrap_or(""),
-        m["target"].as_str().unwrap_or(""),
-    )
-}
-
-/// The slot attributes of an agent's disk image.
-fn attrs(image: &Path) -> Result<(SlotAttrs, SlotAttrs)> {
-    let disk = SlotDisk::open(image)?;
-    Ok((disk.attrs(Slot::A), disk.attrs(Slot::B)))
-}
-
-/// The machine record of `id` as `/api/v1/machines` shows it.
-async fn record(base: &str, id: &str) -> Result<Value> {
-    let list = get(&format!("{base}/api/v1/machines")).await?;
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["id"] == id)
-        .cloned()
-        .with_context(|| format!("{id} not registered: {list}"))
 }
 
 /// The most machines ever between `draining` and `updated`/`rolled_back` in the history.
@@ -168,53 +104,16 @@ async fn agents_update_through_ab_slots_one_reboot_at_a_time() -> Result<()> {
     }
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
-    let keys = dir.path().join("keys");
-    shoalctl_ok(
-        "http://127.0.0.1:1",
-        &["update", "keygen", "--out", path_str(&keys)?],
-    )?;
-    let secret = keys.join("signing.pem");
-    let public = keys.join("public.pem");
-    let cluster = Cluster::start_with(
-        Flavor::Shoal,
-        1,
-        &["--update-public-key", path_str(&public)?],
-    )
-    .await?;
-    let base = cluster.client_urls()[0].clone();
+    let server = UpdateServer::start(dir.path()).await?;
+    let base = server.base.clone();
 
     eprintln!("--- two agents, each with its own disk image");
     let mut agents = Vec::new();
     let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
     for id in ["osa", "osb"] {
-        let image = dir.path().join(format!("{id}.img"));
-        let out = Command::new(shoal_binary("shoal-agent"))
-            .args(["disk", "init", path_str(&image)?, "--usr-size", "8"])
-            .output()?;
-        let said = String::from_utf8_lossy(&out.stdout);
-        ensure!(
-            out.status.success() && said.contains("USR-B"),
-            "disk init: {said}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let extra: Vec<String> = [
-            "--disk",
-            path_str(&image)?,
-            "--update-public-key",
-            path_str(&public)?,
-            "--reboot-command",
-            "kill -TERM $PPID",
-            "--update-interval",
-            "1",
-            "--health-deadline",
-            "4",
-            "--drain-timeout",
-            "5",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        agents.push(Agent::start_with(dir.path(), &base, id, "", &extra)?);
+        let (mut agent, image) = server.disk_agent(dir.path(), id, &[])?;
+        agent.spawn()?;
+        agents.push(agent);
         images.insert(id.to_owned(), image);
     }
     let refs: Vec<&Agent> = agents.iter().collect();
@@ -224,16 +123,11 @@ async fn agents_update_through_ab_slots_one_reboot_at_a_time() -> Result<()> {
     let most_holders = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
-        let (most, stop, url) = (
-            most_holders.clone(),
-            stop.clone(),
-            format!("{base}/api/v1/locks/reboot"),
-        );
+        let (most, stop, base) = (most_holders.clone(), stop.clone(), base.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(lock) = get(&url).await {
-                    let n = lock["holders"].as_array().map_or(0, Vec::len);
-                    most.fetch_max(n, Ordering::Relaxed);
+                if let Ok(holders) = reboot_lock_holders(&base).await {
+                    most.fetch_max(holders.len(), Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -241,7 +135,7 @@ async fn agents_update_through_ab_slots_one_reboot_at_a_time() -> Result<()> {
     };
 
     eprintln!("--- version 2 rolls out one reboot at a time");
-    upload(&base, dir.path(), &secret, "2", 2)?;
+    server.upload(dir.path(), "2", 2, "stable")?;
     // A crash somewhere in the middle (download, lock, drain or reboot) resumes.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     agents[0].kill();
@@ -320,7 +214,7 @@ async fn agents_update_through_ab_slots_one_reboot_at_a_time() -> Result<()> {
     osb.kill();
     osb.push_args(&["--health-command", "false"]);
     osb.spawn()?;
-    upload(&base, dir.path(), &secret, "3", 3)?;
+    server.upload(dir.path(), "3", 3, "stable")?;
     shoalctl_ok(&base, &["update", "resume", "stable"])?;
     run_until(&base, &mut agents, "osb rolls back 3", |ms| {
         state_of(ms, "osb") == ("rolled_back", "2", "3")
@@ -334,20 +228,17 @@ async fn agents_update_through_ab_slots_one_reboot_at_a_time() -> Result<()> {
                 a.spawn()?;
             }
         }
-        let lock = get(&format!("{base}/api/v1/locks/reboot")).await?;
+        let holders = reboot_lock_holders(&base).await?;
         let m = record(&base, "osb").await;
         let back = m
             .as_ref()
             .is_ok_and(|m| m["active_slot"] == "USR-B" && m["os_version"] == "2");
-        let held_by_osb = lock["holders"]
-            .as_array()
-            .is_some_and(|hs| hs.iter().any(|h| h["holder"] == "osb"));
-        if back && !held_by_osb {
+        if back && !holders.iter().any(|h| h == "osb") {
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "osb did not come back on USR-B and release the lock: {lock} {m:?}"
+            "osb did not come back on USR-B and release the lock: holders {holders:?} {m:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

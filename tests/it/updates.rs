@@ -3,10 +3,14 @@
 //! public key, a ranged download that resumes mid-file, channel policy
 //! validation, and three fake machines checking in: the canary goes first,
 //! failures reaching the threshold halt the rollout, resume and pause work,
-//! and the history records it all.
+//! and the history records it all. And payload replication: on a 3-member
+//! cluster every member ends up holding an upload, also one that was stopped
+//! while it happened and must fetch it from a member other than the dead
+//! uploader.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
@@ -327,5 +331,159 @@ async fn signed_upload_ranged_download_and_rollout_decisions() -> Result<()> {
             && last_two[1]["kind"] == "machine_state",
         "the newest two, oldest first: {last_two}"
     );
+    Ok(())
+}
+
+/// Status of a `HEAD` of the payload on `base`, redirects not followed:
+/// 200 when that member holds it, 307 while it points elsewhere.
+async fn head_status(http: &reqwest::Client, base: &str, sha: &str) -> Result<u16> {
+    let resp = http
+        .head(format!("{base}/api/v1/updates/payloads/{sha}"))
+        .send()
+        .await?;
+    Ok(resp.status().as_u16())
+}
+
+/// Waits until the member at `base` answers the payload itself (200, no redirect).
+async fn wait_held(http: &reqwest::Client, base: &str, sha: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match head_status(http, base, sha).await {
+            Ok(200) => return Ok(()),
+            Ok(status) => format!("status {status}"),
+            Err(e) => format!("{e:#}"),
+        };
+        ensure!(
+            Instant::now() < deadline,
+            "{base} does not hold payload {sha} after {timeout:?} (last answer: {last})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The whole payload and a Range of it from `base`, served there (no redirect).
+async fn check_download(http: &reqwest::Client, base: &str, sha: &str, data: &[u8]) -> Result<()> {
+    let url = format!("{base}/api/v1/updates/payloads/{sha}");
+    let whole = http.get(&url).send().await?;
+    ensure!(
+        whole.status().as_u16() == 200,
+        "{base}: whole download answered {}",
+        whole.status()
+    );
+    let bytes = whole.bytes().await?;
+    ensure!(
+        bytes[..] == data[..],
+        "{base}: the whole payload differs ({} bytes, want {})",
+        bytes.len(),
+        data.len()
+    );
+    let (from, to) = (777_777usize, 1_234_566usize);
+    let part = http
+        .get(&url)
+        .header("Range", format!("bytes={from}-{to}"))
+        .send()
+        .await?;
+    ensure!(
+        part.status().as_u16() == 206,
+        "{base}: range download answered {}",
+        part.status()
+    );
+    let bytes = part.bytes().await?;
+    ensure!(
+        bytes[..] == data[from..=to],
+        "{base}: the ranged bytes differ ({} bytes)",
+        bytes.len()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_are_replicated_to_every_member() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let keys = dir.path().join("keys");
+    shoalctl_ok(
+        "http://127.0.0.1:1",
+        &["update", "keygen", "--out", path_str(&keys)?],
+    )?;
+    let mut cluster = Cluster::start_with(
+        Flavor::Shoal,
+        3,
+        &["--update-public-key", path_str(&keys.join("public.pem"))?],
+    )
+    .await?;
+    let urls = cluster.client_urls();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()?;
+
+    // Member 1 (index 0) takes the upload. Of the other two, a follower is
+    // stopped during the upload (so the cluster keeps its leader): it can only
+    // get the bytes later, from the other replica once member 1 is dead.
+    let leader = cluster.wait_leader(&[], Duration::from_secs(20)).await?;
+    let late = if leader == 2 { 1 } else { 2 };
+    let early = 3 - late;
+    eprintln!(
+        "--- member {} is stopped while member 1 takes a signed upload",
+        late + 1
+    );
+    cluster.member(late).pause()?;
+    let data = seeded_bytes(2 * 1024 * 1024 + 5, 11);
+    let file = dir.path().join("os-5.0.img");
+    std::fs::write(&file, &data)?;
+    let out = shoalctl_ok(
+        &urls[0],
+        &[
+            "-o",
+            "json",
+            "update",
+            "upload",
+            path_str(&file)?,
+            "--version",
+            "5.0",
+            "--key",
+            path_str(&keys.join("signing.pem"))?,
+        ],
+    )?;
+    let meta: Value = serde_json::from_str(out.trim())?;
+    let sha = meta["sha256"].as_str().context("sha256")?.to_owned();
+
+    eprintln!("--- until it holds the payload, a member redirects to one that does");
+    let resp = http
+        .get(format!("{}/api/v1/updates/payloads/{sha}", urls[early]))
+        .send()
+        .await?;
+    match resp.status().as_u16() {
+        200 => eprintln!("(member {} already holds it)", early + 1),
+        307 => {
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or_default();
+            ensure!(
+                location == format!("{}/api/v1/updates/payloads/{sha}", urls[0]),
+                "redirect to {location:?}, not to the uploader"
+            );
+        }
+        status => anyhow::bail!("download from member {}: {status}", early + 1),
+    }
+    wait_held(&http, &urls[early], &sha, Duration::from_secs(30)).await?;
+
+    eprintln!(
+        "--- member 1 dies; member {} resumes and fetches from member {}",
+        late + 1,
+        early + 1
+    );
+    cluster.member(0).kill();
+    cluster.member(late).resume()?;
+    wait_held(&http, &urls[late], &sha, Duration::from_secs(60))
+        .await
+        .with_context(|| cluster.members[late].log_tail(30))?;
+
+    eprintln!("--- both survivors serve the whole payload and a Range of it");
+    for i in [early, late] {
+        check_download(&http, &urls[i], &sha, &data).await?;
+    }
     Ok(())
 }

@@ -31,7 +31,6 @@
 //! | `resume` | the pure reconciliation of the phase with the booted slot at start |
 //! | `download` | the resumable payload download into the slot |
 //! | `lock` | the reboot semaphore: take, renew, release |
-//! | `drain` | counting the placements still on this machine |
 //! | `health` | the post-boot health checks |
 //! | `disk_init` | `shoal-agent disk init` |
 
@@ -39,7 +38,6 @@ pub mod boot;
 pub mod decide;
 mod disk_init;
 pub mod download;
-pub mod drain;
 pub mod health;
 pub mod lock;
 pub mod resume;
@@ -192,6 +190,7 @@ impl Booted {
         state.booted = Some(booted.slot);
         state.reboot_requested = false;
         store.save(&state)?;
+        saved_point(&state.phase);
         Ok(Booted {
             settings,
             key,
@@ -212,9 +211,9 @@ impl Booted {
         self.slot
     }
 
-    /// True while the machine must stay drained (the update holds the reboot lock).
+    /// True while the machine must stay drained (see [`Phase::drains`]).
     pub fn draining(&self) -> bool {
-        self.state.phase.holds_lock()
+        self.state.phase.drains()
     }
 
     /// The running engine for `machine_id`.
@@ -313,11 +312,13 @@ impl Updater {
 
     /// Persists the state.
     fn save(&self) -> Result<(), UpdateError> {
-        self.booted.store.save(&self.booted.state)
+        self.booted.store.save(&self.booted.state)?;
+        saved_point(&self.booted.state.phase);
+        Ok(())
     }
 
     /// Keeps the lock renewed while the phase holds it, and releases a lock
-    /// and a draining mark no phase needs any more.
+    /// and a draining mark the phase no longer needs.
     async fn tidy(&mut self) {
         let holds = self.booted.state.phase.holds_lock();
         // Between recording and taking the lock, it is kept: the next try renews it.
@@ -343,7 +344,7 @@ impl Updater {
             }
             _ => {}
         }
-        if !holds && self.lease.record().draining {
+        if !self.booted.state.phase.drains() && self.lease.record().draining {
             if let Err(e) = self.lease.update(|m| m.draining = false).await {
                 tracing::warn!(error = %error_chain(&e), "cannot clear draining");
             }
@@ -527,6 +528,8 @@ impl Updater {
             Err(e) => return Err(e.into()),
         };
         self.booted.disk.arm(verified)?;
+        // A crash here leaves the slot armed while the state still says verifying.
+        fail::fail_point!("update::armed", |_| crash("update::armed"));
         tracing::info!(version = %offer.version, %slot, "payload verified; slot armed");
         let state = &mut self.booted.state;
         state.versions.insert(slot, offer.version.clone());
@@ -545,7 +548,10 @@ impl Updater {
             self.lease.update(|m| m.draining = true).await?;
         }
         let waited = (Utc::now() - since).to_std().unwrap_or_default();
-        let left = drain::placed_here(&self.client, &self.machine_id).await?;
+        let left = crate::reconcile::read_desired(&self.client, &self.machine_id, true)
+            .await?
+            .0
+            .len();
         if left > 0 && waited < self.booted.settings.drain_timeout {
             tracing::info!(units = left, "draining: waiting for units to move away");
             return Ok(());
@@ -647,4 +653,26 @@ fn default_lock() -> LockSpec {
         name: api::updates::REBOOT_LOCK.into(),
         limit: 1,
     }
+}
+
+/// Fail point `update::saved`: configured `return(<phase>)` (the phase as
+/// `update.json` names it, e.g. `draining`), it crashes the process right
+/// after that phase was persisted, before anything acts on it.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn saved_point(phase: &Phase) {
+    fail::fail_point!("update::saved", |name: Option<String>| {
+        let persisted = serde_json::to_value(phase).ok();
+        let persisted = persisted.as_ref().and_then(|p| p["phase"].as_str());
+        if let Some(name) = name.filter(|n| Some(n.as_str()) == persisted) {
+            crash(&format!("update::saved({name})"));
+        }
+    });
+}
+
+/// Ends the process at once, as SIGKILL or a power cut would (no destructors,
+/// nothing flushed): what the fail points do when they fire.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn crash(point: &str) -> ! {
+    eprintln!("fail point {point}: aborting the process");
+    std::process::abort()
 }

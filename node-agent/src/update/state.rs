@@ -138,6 +138,16 @@ impl Phase {
         )
     }
 
+    /// True while the machine must be marked draining: from taking the lock
+    /// until the new slot boots, and again while rolling back. While the new
+    /// slot is confirmed it is not, so its units can come back and be checked.
+    pub fn drains(&self) -> bool {
+        matches!(
+            self,
+            Phase::Draining { .. } | Phase::Rebooting { .. } | Phase::RollingBack { .. }
+        )
+    }
+
     /// The update state reported for this phase.
     pub fn reported(&self) -> UpdateState {
         match self {

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::api_error;
+use crate::updates::replicate::LOCAL_ONLY_HEADER;
 use crate::updates::{Location, UpdateError, Updates};
 
 /// Most history events one request returns.
@@ -55,6 +56,7 @@ fn error(e: &UpdateError) -> Response {
         UpdateError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         UpdateError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt"),
         UpdateError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        UpdateError::Unreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     };
     api_error(status, code, e.to_string())
 }
@@ -95,13 +97,15 @@ pub async fn payloads(State(updates): State<Arc<Updates>>) -> Response {
 }
 
 /// `GET /api/v1/updates/payloads/{sha256}`: the bytes, with Range support;
-/// a 307 to the member holding them when this one does not.
+/// a 307 to a member holding them while this one does not (yet). With the
+/// `x-shoal-local-only` header (members asking each other): 404 instead.
 pub async fn download(
     State(updates): State<Arc<Updates>>,
     Path(sha256): Path<String>,
     req: Request,
 ) -> Response {
-    match updates.locate(&sha256).await {
+    let local_only = req.headers().contains_key(LOCAL_ONLY_HEADER);
+    match updates.locate(&sha256, local_only).await {
         Ok(Location::Here(path)) => match ServeFile::new(path).oneshot(req).await {
             Ok(resp) => resp.map(axum::body::Body::new),
             Err(never) => match never {},

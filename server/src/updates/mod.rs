@@ -2,11 +2,13 @@
 //! with rollout policies, the agents' check-ins, and the update history.
 //!
 //! Records live in the key space (layout in `api::updates`); payload bytes live
-//! on the disk of the member that received them (`payloads`), never in the log.
-//! `rollout` decides each check-in without IO; `window` parses reboot windows;
-//! `store` reads and writes the records. Only `crate::http::updates` knows HTTP.
+//! on the disk of the member that received them (`payloads`), never in the log,
+//! and `replicate` copies them to every other member. `rollout` decides each
+//! check-in without IO; `window` parses reboot windows; `store` reads and
+//! writes the records. Only `crate::http::updates` serves HTTP.
 
 pub mod payloads;
+pub mod replicate;
 pub mod rollout;
 pub mod store;
 pub mod window;
@@ -54,6 +56,9 @@ pub enum UpdateError {
     /// The payload could not be stored on disk.
     #[error("{0}")]
     Storage(String),
+    /// The payload is recorded but no member holding it answers.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// Where the bytes of a payload are.
@@ -71,6 +76,8 @@ pub struct Updates {
     member: Arc<Member>,
     store: PayloadStore,
     public_key: Option<api::updates::PublicKey>,
+    /// Fetches and probes payloads on other members (`replicate`).
+    peers: reqwest::Client,
 }
 
 fn key(dir: &str, name: &str) -> String {
@@ -172,10 +179,12 @@ impl Updates {
             }
             None => None,
         };
+        let peers = replicate::client().context("building the payload replication client")?;
         Ok(Updates {
             member,
             store,
             public_key,
+            peers,
         })
     }
 
@@ -279,8 +288,11 @@ impl Updates {
         store::list(&self.member, PAYLOADS_DIR)
     }
 
-    /// Where the payload with hash `sha256` is, or `NotFound`.
-    pub async fn locate(&self, sha256: &str) -> Result<Location, UpdateError> {
+    /// Where the payload with hash `sha256` is, or `NotFound`. When this member
+    /// does not hold it (yet), another member that answers it does, found by a
+    /// short probe; the uploader when none answers in time. `local_only`: only
+    /// this member's disk (`NotFound` otherwise), as members ask each other.
+    pub async fn locate(&self, sha256: &str, local_only: bool) -> Result<Location, UpdateError> {
         let missing = || UpdateError::NotFound(format!("no payload with sha256 {sha256}"));
         if !api::updates::valid_sha256(sha256) {
             return Err(missing());
@@ -288,12 +300,27 @@ impl Updates {
         if self.store.has(sha256).await {
             return Ok(Location::Here(self.store.path(sha256)));
         }
-        let me = self.client_url();
-        self.payloads()
+        if local_only {
+            return Err(UpdateError::NotFound(format!(
+                "payload {sha256} is not on this member"
+            )));
+        }
+        let meta = self
+            .payloads()
             .into_iter()
-            .find(|m| m.sha256 == sha256 && m.member != me && !m.member.is_empty())
-            .map(|m| Location::Member(m.member))
-            .ok_or_else(missing)
+            .find(|m| m.sha256 == sha256)
+            .ok_or_else(missing)?;
+        let sources = replicate::sources(&self.member, &meta.member).await;
+        if let Some(url) = replicate::holder(&self.peers, &sources, sha256).await {
+            return Ok(Location::Member(url));
+        }
+        // Nobody confirmed in time: the uploader, as before replication.
+        match sources.into_iter().next() {
+            Some(url) if url == meta.member.trim_end_matches('/') => Ok(Location::Member(url)),
+            _ => Err(UpdateError::Unreachable(format!(
+                "no member holding payload {sha256} answers; try again later"
+            ))),
+        }
     }
 
     /// Every channel.

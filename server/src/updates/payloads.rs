@@ -4,7 +4,9 @@
 //! hashed; only a complete, accepted upload is renamed to its hash, so a file
 //! named by a hash always holds exactly those bytes. A temporary file is
 //! removed when its upload is dropped (refused, failed, or the client went away),
-//! and leftovers from a crash are removed at start.
+//! and leftovers from a crash are removed at start. Replication
+//! (`super::replicate`) brings in other members' payloads through the same
+//! `receive` and `keep`.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +43,13 @@ pub struct Received {
     pub sha256: String,
     /// Length in bytes.
     pub size: u64,
+}
+
+impl Received {
+    /// True when the bytes are exactly `size` bytes hashing to `sha256`.
+    pub fn matches(&self, sha256: &str, size: u64) -> bool {
+        self.size == size && self.sha256 == sha256
+    }
 }
 
 impl Drop for Received {
@@ -144,6 +153,11 @@ mod tests {
             received.sha256,
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
         );
+        assert!(received.matches(
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            4
+        ));
+        assert!(!received.matches(&received.sha256.clone(), 5));
         let path = store.keep(received).await?;
         assert_eq!(std::fs::read(&path)?, b"test");
 

@@ -1,0 +1,647 @@
+//! The dashboard in a real browser: headless Chromium driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`, through `fantoccini`), against
+//! a real `shoal-server` and three `shoal-agent`s running containers.
+//!
+//! Proves: each view (Overview, Topology, Units) hydrates and shows what the
+//! REST API says (members and leader, counts, machine cards per region with
+//! their instances, units with where each instance runs and why one cannot
+//! be placed); the navigation links switch views in the page (no reload);
+//! the Topology filter works in the browser; a unit submitted through the
+//! API appears on the open page by itself (the event stream). Screenshots of
+//! the three views go to `docs/screenshots/` (the README shows them).
+//!
+//! Needs Chromium and chromedriver (fails rather than skips when
+//! `SHOAL_REQUIRE_BROWSER=1`), the wasm package (`scripts/build-frontend`;
+//! required when `SHOAL_REQUIRE_WASM=1`) and Docker (`SHOAL_REQUIRE_DOCKER=1`).
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use fantoccini::wd::{Capabilities, TimeoutConfiguration, WebDriverCompatibleCommand};
+use fantoccini::{Client, ClientBuilder, Locator};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use crate::agents::{
+    get, remove_containers, running, submit, wait_machines, wait_unit, Agent, FleetRun, IMAGE,
+};
+use crate::harness::free_port;
+
+/// How long the fleet may take to converge, and the page to show it.
+const CONVERGE: Duration = Duration::from_secs(30);
+/// How long chromedriver may take to answer, and Chromium to start.
+const STARTUP: Duration = Duration::from_secs(30);
+/// The browser window, so that screenshots are the same size every run.
+const WINDOW: (u32, u32) = (1400, 900);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_chromium() -> Result<()> {
+    let Some(tools) = browser_tools()? else {
+        return Ok(());
+    };
+    let Some(fleet) = FleetRun::start("br").await? else {
+        return Ok(());
+    };
+    let (run, base) = (fleet.run.clone(), fleet.base.clone());
+    let _containers = RemoveOnDrop(run.clone());
+    if !wasm_served(&base).await? {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir()?;
+
+    eprintln!("--- three agents, two units that run and one that cannot be placed");
+    let m = |n: u32| format!("{run}-m{n}");
+    let agents = [
+        Agent::start(dir.path(), &base, &m(1), "region=eu,disk=ssd")?,
+        Agent::start(dir.path(), &base, &m(2), "region=eu,disk=hdd")?,
+        Agent::start(dir.path(), &base, &m(3), "region=us,disk=ssd")?,
+    ];
+    wait_machines(&base, &agents.iter().collect::<Vec<_>>()).await?;
+    let sleep = json!(["sleep", "3600"]);
+    for unit in [
+        json!({"name": "web", "image": IMAGE, "command": sleep, "desired": "launched",
+               "placement": {"replicas": 2, "conflicts": ["web*"]}}),
+        json!({"name": "db", "image": IMAGE, "command": sleep, "desired": "launched",
+               "placement": {"machine-metadata": {"region": ["us"]}}}),
+        json!({"name": "gpu", "image": IMAGE, "command": sleep, "desired": "launched",
+               "placement": {"machine-metadata": {"gpu": ["yes"]}}}),
+    ] {
+        submit(&base, &unit).await?;
+    }
+    wait_unit(&base, "web", CONVERGE, "web running twice", |s| {
+        running(s).len() == 2
+    })
+    .await?;
+    wait_unit(&base, "db", CONVERGE, "db running", |s| {
+        running(s).len() == 1
+    })
+    .await?;
+    wait_unit(&base, "gpu", CONVERGE, "gpu refused", |s| {
+        s["instances"][0]["unplaced_reason"].is_string()
+    })
+    .await?;
+    eprintln!("    fleet ready after {:?}", started.elapsed());
+
+    let driver = Chromedriver::start(&tools, dir.path())?;
+    let client = driver.session(&tools, dir.path()).await?;
+    let result = browse(&client, &base, &run).await;
+    let log = browser_log(&client).await;
+    let _ = client.close().await;
+    result?;
+    let severe: Vec<&Value> = log.iter().filter(|e| e["level"] == "SEVERE").collect();
+    ensure!(
+        severe.is_empty(),
+        "the browser console has errors: {severe:?}"
+    );
+    eprintln!("    browser console: {} entries, no error", log.len());
+    eprintln!("    browser part done after {:?}", started.elapsed());
+
+    crate::agents::destroy_all(&base, &run, &["web", "db", "gpu", "worker"]).await?;
+    Ok(())
+}
+
+/// The browser's part: load, hydrate, compare with the API, navigate, follow a change.
+async fn browse(client: &Client, base: &str, run: &str) -> Result<()> {
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    std::fs::create_dir_all(&shots)?;
+
+    eprintln!("--- Overview: loaded, hydrated, live, and what the API says");
+    client.goto(&format!("{base}/")).await?;
+    wait_js(
+        client,
+        "the page hydrated and the event stream open",
+        LIVE_JS,
+        |v| v == "live",
+    )
+    .await?;
+    until_shown(client, base, View::Overview).await?;
+    // A full page load would lose this; navigation in the page keeps it.
+    client
+        .execute("window.__shoalMarker = 'same page'; return null;", vec![])
+        .await?;
+
+    eprintln!("--- Topology, by its link: machine cards per region with their instances");
+    click_nav(client, "/ui/topology").await?;
+    let shown = until_shown(client, base, View::Topology).await?;
+    let cards: usize = shown["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| g["machines"].as_array().map_or(0, Vec::len))
+        .sum();
+    ensure!(cards == 3, "three machine cards expected: {shown}");
+    same_page(client, "/ui/topology").await?;
+    screenshot(client, &shots.join("topology.png")).await?;
+
+    eprintln!("--- Topology's filter works in the browser");
+    let wanted = format!("{run}-m3");
+    client
+        .find(Locator::Css("input[name=q]"))
+        .await?
+        .send_keys(&wanted)
+        .await?;
+    wait_js(client, "only the filtered card", CARD_IDS_JS, |v| {
+        *v == json!([wanted])
+    })
+    .await?;
+
+    eprintln!("--- Units, by its link: where each instance runs, why gpu is not placed");
+    click_nav(client, "/ui/units").await?;
+    let shown = until_shown(client, base, View::Units).await?;
+    let unit = |name: &str| {
+        shown
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|u| u["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let running_rows = |u: &Value| {
+        u["instances"].as_array().map_or(0, |is| {
+            is.iter().filter(|i| i["state"] == "running").count()
+        })
+    };
+    ensure!(
+        running_rows(&unit("web")) == 2 && running_rows(&unit("db")) == 1,
+        "web should show 2 running, db 1: {shown}"
+    );
+    let gpu = &unit("gpu")["instances"][0];
+    ensure!(
+        gpu["machine"] == "—" && gpu["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "gpu should show no machine and a reason: {shown}"
+    );
+    same_page(client, "/ui/units").await?;
+
+    eprintln!("--- a unit submitted through the API appears on the open page");
+    submit(
+        base,
+        &json!({"name": "worker", "image": IMAGE, "command": ["sleep", "3600"],
+                "desired": "launched", "placement": {"machine-metadata": {"disk": ["ssd"]}}}),
+    )
+    .await?;
+    wait_js(client, "worker shown running", UNITS_JS, |v| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .any(|u| u["name"] == "worker" && u["instances"][0]["state"] == "running")
+    })
+    .await?;
+    until_shown(client, base, View::Units).await?;
+    same_page(client, "/ui/units").await?;
+    screenshot(client, &shots.join("units.png")).await?;
+
+    eprintln!("--- back to Overview, by its link: the new counts");
+    click_nav(client, "/").await?;
+    let shown = until_shown(client, base, View::Overview).await?;
+    ensure!(
+        shown["units"] == "4" && shown["instances"] == "4 / 5",
+        "Overview should count 4 units, 4 of 5 instances running: {shown}"
+    );
+    same_page(client, "/").await?;
+    screenshot(client, &shots.join("overview.png")).await?;
+    Ok(())
+}
+
+/// The dashboard's views, each read from the page by a script and from the API.
+#[derive(Clone, Copy, Debug)]
+enum View {
+    Overview,
+    Topology,
+    Units,
+}
+
+impl View {
+    fn script(self) -> &'static str {
+        match self {
+            View::Overview => OVERVIEW_JS,
+            View::Topology => TOPOLOGY_JS,
+            View::Units => UNITS_JS,
+        }
+    }
+
+    /// What the page should show, from the REST API.
+    async fn expected(self, base: &str) -> Result<Value> {
+        let units = get(&format!("{base}/api/v1/units")).await?;
+        let units = units.as_array().context("units")?;
+        let machines = get(&format!("{base}/api/v1/machines")).await?;
+        let machines = machines.as_array().context("machines")?;
+        Ok(match self {
+            View::Overview => {
+                let list = get(&format!("{base}/v2/members")).await?;
+                let mut members = Vec::new();
+                let mut leader = "none".to_string();
+                for m in list["members"].as_array().context("members")? {
+                    let url = m["clientURLs"][0].as_str().context("client URL")?;
+                    let stats = get(&format!("{url}/v2/stats/self")).await?;
+                    let role = if stats["state"] == "StateLeader" {
+                        leader = m["name"].as_str().unwrap_or_default().to_string();
+                        "leader"
+                    } else {
+                        "follower"
+                    };
+                    members.push(json!({"name": m["name"], "id": m["id"], "role": role}));
+                }
+                let launched = units.iter().filter(|u| u["unit"]["desired"] == "launched");
+                let instances =
+                    launched.flat_map(|u| u["instances"].as_array().into_iter().flatten());
+                let desired = instances.clone().count();
+                let up = instances
+                    .filter(|i| i["actual"]["state"] == "running")
+                    .count();
+                json!({
+                    "h1": "Overview",
+                    "leader": leader,
+                    "machines": machines.len().to_string(),
+                    "units": units.len().to_string(),
+                    "instances": format!("{up} / {desired}"),
+                    "members": members,
+                })
+            }
+            View::Topology => {
+                // Grouped by `region`, the first of the usual keys these machines have.
+                let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+                for m in machines {
+                    let id = m["id"].as_str().context("machine id")?;
+                    let mut instances: Vec<Value> = units
+                        .iter()
+                        .flat_map(|u| u["instances"].as_array().into_iter().flatten())
+                        .filter(|i| i["machine_id"] == id)
+                        .map(|i| {
+                            let state = i["actual"]["state"].as_str().unwrap_or("pending");
+                            json!([i["instance"], state])
+                        })
+                        .collect();
+                    instances.sort_by_key(|i| i.to_string());
+                    let region = m["metadata"]["region"].as_str().context("region")?;
+                    groups
+                        .entry(format!("region={region}"))
+                        .or_default()
+                        .push(json!({"id": id, "hostname": m["hostname"], "instances": instances}));
+                }
+                let groups: Vec<Value> = groups
+                    .into_iter()
+                    .map(|(label, mut machines)| {
+                        machines.sort_by_key(|m| m["id"].to_string());
+                        let count = format!("· {}", machines.len());
+                        json!({"label": label, "count": count, "machines": machines})
+                    })
+                    .collect();
+                json!({"h1": "Topology", "groups": groups})
+            }
+            View::Units => {
+                let mut rows: Vec<Value> = units
+                    .iter()
+                    .map(|u| {
+                        let instances: Vec<Value> = u["instances"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|i| {
+                                json!({
+                                    "instance": i["instance"],
+                                    "machine": i["machine_id"].as_str().unwrap_or("—"),
+                                    "state": i["actual"]["state"].as_str().unwrap_or("—"),
+                                    "reason": i["unplaced_reason"].as_str().unwrap_or(""),
+                                })
+                            })
+                            .collect();
+                        json!({"name": u["unit"]["name"], "instances": instances})
+                    })
+                    .collect();
+                rows.sort_by_key(|u| u["name"].to_string());
+                Value::Array(rows)
+            }
+        })
+    }
+}
+
+/// `#live`'s `data-state`: `server-rendered` until the app hydrates, `live` once the stream is open.
+const LIVE_JS: &str = "const e = document.getElementById('live'); return e && e.dataset.state;";
+
+const OVERVIEW_JS: &str = "
+const txt = (el) => el ? el.textContent.trim() : null;
+const q = (sel) => txt(document.querySelector(sel));
+return {
+  h1: q('main h1'),
+  leader: q('#leader b'),
+  machines: q('#machines b'),
+  units: q('#units b'),
+  instances: q('#instances b'),
+  members: Array.from(document.querySelectorAll('#members tbody tr')).map((r) => ({
+    name: txt(r.cells[0]), id: txt(r.cells[1]), role: txt(r.cells[2]),
+  })),
+};";
+
+const TOPOLOGY_JS: &str = "
+const txt = (el) => el ? el.textContent.trim() : null;
+const own = (el, sel) => { const c = el.querySelector(sel);
+  return el.textContent.replace(c ? c.textContent : '', '').trim(); };
+const byKey = (a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0);
+return {
+  h1: txt(document.querySelector('main h1')),
+  groups: Array.from(document.querySelectorAll('#topology section.group')).map((s) => ({
+    label: own(s.querySelector('h2'), 'small'),
+    count: txt(s.querySelector('h2 small')),
+    machines: Array.from(s.querySelectorAll('article.machine'))
+      .map((a) => ({
+        id: a.dataset.id,
+        hostname: own(a.querySelector('h3'), 'small'),
+        instances: Array.from(a.querySelectorAll('li.instance'))
+          .map((li) => [own(li, '.state'), txt(li.querySelector('.state'))])
+          .sort((x, y) => (JSON.stringify(x) < JSON.stringify(y) ? -1 : 1)),
+      }))
+      .map((m) => ({ k: JSON.stringify(m.id), m }))
+      .sort(byKey)
+      .map((x) => x.m),
+  })),
+};";
+
+const UNITS_JS: &str = "
+const txt = (el) => el ? el.textContent.trim() : null;
+return Array.from(document.querySelectorAll('table#units tbody.unit'))
+  .map((t) => ({
+    name: t.dataset.unit,
+    instances: Array.from(t.querySelectorAll('tr.instance')).map((r) => ({
+      instance: txt(r.cells[0]), machine: txt(r.cells[3]),
+      state: txt(r.cells[4]), reason: txt(r.cells[5]),
+    })),
+  }))
+  .sort((a, b) => (JSON.stringify(a.name) < JSON.stringify(b.name) ? -1 : 1));";
+
+/// The ids of the machine cards shown.
+const CARD_IDS_JS: &str =
+    "return Array.from(document.querySelectorAll('article.machine')).map((a) => a.dataset.id);";
+
+/// Polls until the page shows what the API says for `view` (both read anew
+/// each round: the page follows the API through the event stream); what it shows.
+async fn until_shown(client: &Client, base: &str, view: View) -> Result<Value> {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let want = view.expected(base).await?;
+        let shown = client.execute(view.script(), vec![]).await?;
+        if shown == want {
+            return Ok(shown);
+        }
+        if Instant::now() >= deadline {
+            bail!("{view:?} does not show what the API says within {CONVERGE:?}\n  API:  {want}\n  page: {shown}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls a script until `done` holds for its result; the result.
+async fn wait_js(
+    client: &Client,
+    what: &str,
+    script: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let v = client.execute(script, vec![]).await?;
+        if done(&v) {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("{what}: not shown within {CONVERGE:?}; the page has {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Clicks the header's link to `href`.
+async fn click_nav(client: &Client, href: &str) -> Result<()> {
+    client
+        .find(Locator::Css(&format!("header nav a[href='{href}']")))
+        .await
+        .with_context(|| format!("no navigation link to {href}"))?
+        .click()
+        .await?;
+    Ok(())
+}
+
+/// The page is at `path` and is still the document first loaded (no reload on the way).
+async fn same_page(client: &Client, path: &str) -> Result<()> {
+    let url = client.current_url().await?;
+    ensure!(url.path() == path, "at {url}, expected {path}");
+    let marker = client
+        .execute("return window.__shoalMarker || null;", vec![])
+        .await?;
+    ensure!(
+        marker == "same page",
+        "the page was reloaded on the way to {path} (marker {marker})"
+    );
+    Ok(())
+}
+
+async fn screenshot(client: &Client, path: &Path) -> Result<()> {
+    let png = client.screenshot().await?;
+    ensure!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+    std::fs::write(path, png).with_context(|| format!("write {}", path.display()))?;
+    eprintln!("    screenshot {}", path.display());
+    Ok(())
+}
+
+/// The browser console so far (chromedriver's log command), empty if unavailable.
+async fn browser_log(client: &Client) -> Vec<Value> {
+    #[derive(Debug)]
+    struct BrowserLog;
+    impl WebDriverCompatibleCommand for BrowserLog {
+        fn endpoint(
+            &self,
+            base: &url::Url,
+            session: Option<&str>,
+        ) -> Result<url::Url, url::ParseError> {
+            base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+        }
+        fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+            (http::Method::POST, Some(r#"{"type":"browser"}"#.into()))
+        }
+    }
+    match client.issue_cmd(BrowserLog).await {
+        Ok(Value::Array(entries)) => entries,
+        Ok(other) => {
+            eprintln!("    browser log: unexpected answer {other}");
+            Vec::new()
+        }
+        Err(e) => {
+            eprintln!("    browser log unavailable: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Is the wasm package served? Without it the pages do not hydrate: an error
+/// with `SHOAL_REQUIRE_WASM=1`, else a notice and nothing to test.
+async fn wasm_served(base: &str) -> Result<bool> {
+    let resp = reqwest::get(format!("{base}/pkg/frontend_bg.wasm")).await?;
+    if resp.status() == 200 {
+        return Ok(true);
+    }
+    if std::env::var("SHOAL_REQUIRE_WASM").as_deref() == Ok("1") {
+        bail!(
+            "SHOAL_REQUIRE_WASM=1 but /pkg/frontend_bg.wasm answers {}: run scripts/build-frontend",
+            resp.status()
+        );
+    }
+    eprintln!("no wasm package (scripts/build-frontend): the browser test needs it, skipped");
+    Ok(false)
+}
+
+/// Chromium and its WebDriver.
+struct BrowserTools {
+    chromium: PathBuf,
+    chromedriver: PathBuf,
+}
+
+/// Finds Chromium and chromedriver; `None` (after a notice) when missing and
+/// `SHOAL_REQUIRE_BROWSER` is not 1, an error when it is.
+fn browser_tools() -> Result<Option<BrowserTools>> {
+    let find = |name: &str| {
+        ["/usr/bin", "/usr/local/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    };
+    match (find("chromium"), find("chromedriver")) {
+        (Some(chromium), Some(chromedriver)) => Ok(Some(BrowserTools {
+            chromium,
+            chromedriver,
+        })),
+        _ if std::env::var("SHOAL_REQUIRE_BROWSER").as_deref() == Ok("1") => bail!(
+            "SHOAL_REQUIRE_BROWSER=1 but chromium or chromedriver is missing: \
+             `apt-get install -y chromium chromium-driver` (.ci/run does this)"
+        ),
+        _ => {
+            eprintln!("chromium or chromedriver is not installed and SHOAL_REQUIRE_BROWSER is not 1: skipped");
+            Ok(None)
+        }
+    }
+}
+
+/// A chromedriver process on a free loopback port, in its own process group:
+/// on drop the group (chromedriver and the Chromium it started) is killed.
+struct Chromedriver {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Chromedriver {
+    fn start(tools: &BrowserTools, dir: &Path) -> Result<Chromedriver> {
+        let port = free_port();
+        let log = dir.join("chromedriver.log");
+        let child = Command::new(&tools.chromedriver)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("spawn chromedriver")?;
+        Ok(Chromedriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        })
+    }
+
+    /// Waits for chromedriver, then opens a Chromium session.
+    async fn session(&self, tools: &BrowserTools, dir: &Path) -> Result<Client> {
+        let deadline = Instant::now() + STARTUP;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        loop {
+            let status = http.get(format!("{}/status", self.url)).send().await;
+            if let Ok(resp) = status {
+                if resp
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["value"]["ready"] == true)
+                {
+                    break;
+                }
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "chromedriver not ready within {STARTUP:?}\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = dir.join("chromium-profile");
+        let args = [
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--no-default-browser-check".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-extensions".into(),
+            "--hide-scrollbars".into(),
+            format!("--user-data-dir={}", profile.display()),
+            format!("--window-size={},{}", WINDOW.0, WINDOW.1),
+        ];
+        let caps: Capabilities = serde_json::from_value(json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": tools.chromium, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }))?;
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = tokio::time::timeout(
+            STARTUP,
+            ClientBuilder::new(connector)
+                .capabilities(caps)
+                .connect(&self.url),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("Chromium did not start within {STARTUP:?}"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("new Chromium session\n{}", self.log_tail()))?;
+        client
+            .update_timeouts(TimeoutConfiguration::new(
+                Some(Duration::from_secs(10)),
+                Some(Duration::from_secs(20)),
+                Some(Duration::ZERO),
+            ))
+            .await?;
+        Ok(client)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes the run's containers when the test ends, passed or not.
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        remove_containers(&self.0);
+    }
+}
