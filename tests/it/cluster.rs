@@ -317,3 +317,129 @@ async fn minority_down_serves_majority_down_refuses() -> Result<()> {
     write_and_read_everywhere(&cluster, &[leader, f1], "/minority/recovered").await?;
     Ok(())
 }
+
+/// Registers a simulated machine (a lease as the agent writes it, no Docker).
+async fn register_machine(v2: &V2, id: &str) -> Result<()> {
+    let record = serde_json::json!({
+        "id": id, "hostname": id, "cpu_millis": 4000, "memory_mb": 8192,
+    });
+    let r = v2
+        .put(
+            &format!("/_shoal/machines/{id}"),
+            &[("value", &record.to_string()), ("ttl", "120")],
+        )
+        .await?;
+    ensure!(r.status < 300, "register {id}: {} {}", r.status, r.text);
+    Ok(())
+}
+
+/// Polls `GET /api/v1/units/{unit}` on any live member until every one of its
+/// `want` instances is placed and `done` holds for the machines they are on.
+async fn wait_placed(
+    urls: &[String],
+    unit: &str,
+    want: usize,
+    done: impl Fn(&[String]) -> bool,
+) -> Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let mut last = Value::Null;
+    loop {
+        for url in urls {
+            let Ok(resp) = http.get(format!("{url}/api/v1/units/{unit}")).send().await else {
+                continue;
+            };
+            let Ok(status) = resp.json::<Value>().await else {
+                continue;
+            };
+            let on: Vec<String> = status["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["machine_id"].as_str().map(str::to_owned))
+                .collect();
+            if on.len() == want && done(&on) {
+                return Ok(on);
+            }
+            last = status;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{unit}: {want} placements not reached; last status {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The engine runs on the Raft leader and moves with leadership: units are
+/// placed by the first leader; after it is SIGKILLed, the new leader's engine
+/// places a newly submitted unit and moves the instance of a machine that
+/// died, never placing an instance twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_moves_with_leadership() -> Result<()> {
+    let _serial = heavy_test_lock().await;
+    let mut cluster = Cluster::start(3).await?;
+    let urls = cluster.client_urls();
+    let leader = cluster.wait_leader(&[], Duration::from_secs(10)).await?;
+    let follower = (leader + 1) % 3;
+    let v2 = V2::new(urls[follower].clone());
+    for id in ["ma", "mb", "mc"] {
+        register_machine(&v2, id).await?;
+    }
+    let http = reqwest::Client::new();
+    let submit = |name: &str, replicas: u32| {
+        let unit = serde_json::json!({
+            "name": name, "image": "shoal-test/busybox", "desired": "launched",
+            "placement": {"replicas": replicas, "conflicts": [format!("{name}*")]},
+        });
+        http.post(format!("{}/api/v1/units", urls[follower]))
+            .json(&unit)
+            .send()
+    };
+
+    eprintln!("--- the first leader places web on two distinct machines");
+    let resp = submit("web", 2).await?;
+    ensure!(resp.status().is_success(), "submit web: {}", resp.status());
+    let distinct = |on: &[String]| on[0] != on[1];
+    let web = wait_placed(&urls, "web", 2, distinct).await?;
+
+    eprintln!("--- SIGKILL the leader; a new one is elected");
+    cluster.member(leader).kill();
+    let new_leader = cluster
+        .wait_leader(&[leader], Duration::from_secs(10))
+        .await?;
+    let live: Vec<String> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| urls[i].clone())
+        .collect();
+    let v2 = V2::new(live[0].clone());
+
+    eprintln!("--- the new leader's engine places a new unit");
+    let resp = http
+        .post(format!("{}/api/v1/units", urls[new_leader]))
+        .json(&serde_json::json!({
+            "name": "db", "image": "shoal-test/busybox", "desired": "launched",
+        }))
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "submit db: {}", resp.status());
+    wait_placed(&live, "db", 1, |_| true).await?;
+
+    eprintln!("--- a machine of web dies: the new leader moves its instance");
+    let dead = web[0].clone();
+    let r = v2
+        .request("DELETE", &format!("/v2/keys/_shoal/machines/{dead}"), &[])
+        .await?;
+    ensure!(r.status < 300, "delete {dead}: {}", r.status);
+    let moved = wait_placed(&live, "web", 2, |on| {
+        distinct(on) && on.iter().all(|m| *m != dead)
+    })
+    .await?;
+    ensure!(
+        moved.contains(&web[1]),
+        "the instance on the live machine stays put: was {web:?}, now {moved:?}"
+    );
+    Ok(())
+}

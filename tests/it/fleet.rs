@@ -25,8 +25,9 @@ use crate::agents::{
     containers, destroy_all, get, remove_containers, running, submit, wait_containers,
     wait_machines, wait_unit, Agent, FleetRun, IMAGE,
 };
-use crate::harness::shoalctl_ok;
+use crate::harness::{shoalctl, shoalctl_ok};
 use crate::proxy::Proxy;
+use crate::update_host::path_str;
 
 /// How long any convergence may take before the test fails.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -279,6 +280,131 @@ async fn an_agent_cut_off_stops_its_exclusive_unit_before_it_moves() -> Result<(
     .await?;
     destroy_all(&base, &run, &["solo"]).await?;
     drop((a1, a2));
+    remove_containers(&run);
+    Ok(())
+}
+
+/// `shoalctl` drives the fleet as fleetctl does: `submit` a TOML unit file
+/// (inactive: nothing runs), `start` (its instances run on distinct machines),
+/// `list-units`/`status`/`list-machines` show desired and actual side by side,
+/// `stop` removes the containers but keeps the unit, `start` brings them
+/// back, `destroy` removes both; a bad unit file is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoalctl_submits_starts_stops_and_destroys_units() -> Result<()> {
+    let Some(fleet) = FleetRun::start("ctl").await? else {
+        return Ok(());
+    };
+    let (run, base) = (fleet.run.clone(), fleet.base.clone());
+    let dir = tempfile::tempdir()?;
+    let (m1, m2) = (format!("{run}-m1"), format!("{run}-m2"));
+    let agents = [
+        Agent::start(dir.path(), &base, &m1, "region=eu,disk=ssd")?,
+        Agent::start(dir.path(), &base, &m2, "region=us")?,
+    ];
+    wait_machines(&base, &agents.iter().collect::<Vec<_>>()).await?;
+
+    eprintln!("--- list-machines: both machines with their metadata");
+    let machines = shoalctl_ok(&base, &["list-machines"])?;
+    for want in [m1.as_str(), m2.as_str(), "disk=ssd,region=eu", "region=us"] {
+        ensure!(
+            machines.contains(want),
+            "list-machines lacks {want}:\n{machines}"
+        );
+    }
+
+    eprintln!("--- a bad unit file is refused with the reason");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "image = 3\n")?;
+    let (ok, out, err) = shoalctl(&base, &["submit", path_str(&bad)?])?;
+    ensure!(
+        !ok && err.contains("bad.toml"),
+        "bad unit accepted: {out}{err}"
+    );
+
+    eprintln!("--- submit web.toml: inactive, nothing runs");
+    let file = dir.path().join("web.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "image = \"{IMAGE}\"\ncommand = [\"sleep\", \"3600\"]\n\
+             [placement]\nreplicas = 2\nconflicts = [\"web*\"]\n"
+        ),
+    )?;
+    shoalctl_ok(&base, &["submit", path_str(&file)?])?;
+    let listed = shoalctl_ok(&base, &["list-units"])?;
+    ensure!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("inactive")),
+        "web listed inactive:\n{listed}"
+    );
+    ensure!(
+        containers(&run)?.is_empty(),
+        "an inactive unit runs nothing"
+    );
+
+    eprintln!("--- start web: two instances, one per machine");
+    shoalctl_ok(&base, &["start", "web"])?;
+    wait_containers(&run, "web running on both machines", |c| {
+        in_docker(c, "web")
+            .iter()
+            .map(|(_, m)| m)
+            .collect::<BTreeSet<_>>()
+            .len()
+            == 2
+    })
+    .await?;
+    wait_unit(&base, "web", CONVERGE, "both reported running", |s| {
+        running(s).len() == 2
+    })
+    .await?;
+    let status = shoalctl_ok(&base, &["status", "web"])?;
+    for instance in ["web@1", "web@2"] {
+        ensure!(
+            status.lines().any(|l| l.starts_with(instance)
+                && l.contains("launched")
+                && l.contains("running")),
+            "status shows {instance} launched and running:\n{status}"
+        );
+    }
+    let json: Value = serde_json::from_str(&shoalctl_ok(&base, &["-o", "json", "list-units"])?)
+        .context("list-units -o json")?;
+    ensure!(
+        json.as_array()
+            .is_some_and(|u| u.len() == 1 && u[0]["unit"]["name"] == "web"),
+        "list-units -o json: {json}"
+    );
+
+    eprintln!("--- stop web: the containers go, the unit stays");
+    shoalctl_ok(&base, &["stop", "web"])?;
+    wait_containers(&run, "web's containers removed", <[_]>::is_empty).await?;
+    let listed = shoalctl_ok(&base, &["list-units"])?;
+    ensure!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("web") && l.contains("inactive")),
+        "a stopped unit stays listed, inactive:\n{listed}"
+    );
+
+    eprintln!("--- start again, then destroy: containers and unit are gone");
+    shoalctl_ok(&base, &["start", "web"])?;
+    wait_containers(&run, "web running again", |c| {
+        in_docker(c, "web").len() == 2
+    })
+    .await?;
+    shoalctl_ok(&base, &["destroy", "web"])?;
+    wait_containers(&run, "containers removed by destroy", <[_]>::is_empty).await?;
+    let listed = shoalctl_ok(&base, &["list-units"])?;
+    ensure!(
+        !listed.contains("web"),
+        "destroyed unit still listed:\n{listed}"
+    );
+    let (ok, _, err) = shoalctl(&base, &["status", "web"])?;
+    ensure!(
+        !ok && err.contains("web"),
+        "status of a destroyed unit: {err}"
+    );
+    drop(agents);
     remove_containers(&run);
     Ok(())
 }
