@@ -297,6 +297,23 @@ pub async fn read_desired(
     machine_id: &str,
     quorum: bool,
 ) -> Result<(BTreeMap<String, DesiredInstance>, BTreeSet<String>), ClientError> {
+    let (placements, units) = read_placements(client, quorum).await?;
+    let elsewhere = placements
+        .iter()
+        .filter(|p| p.assignment.machine_id != machine_id)
+        .map(|p| p.assignment.instance.clone())
+        .collect();
+    Ok((
+        desired_instances(machine_id, &placements, &units),
+        elsewhere,
+    ))
+}
+
+/// Every placement and every unit by name (unreadable ones are skipped).
+pub async fn read_placements(
+    client: &Client,
+    quorum: bool,
+) -> Result<(Vec<PlacementEntry>, BTreeMap<String, Unit>), ClientError> {
     let mut placements = Vec::new();
     for node in list_dir(client, PLACEMENTS_DIR, quorum).await? {
         let value = node.value.as_deref().unwrap_or_default();
@@ -318,19 +335,15 @@ pub async fn read_desired(
             Err(e) => tracing::warn!(key = ?node.key, error = %e, "unreadable unit"),
         }
     }
-    let elsewhere = placements
-        .iter()
-        .filter(|p| p.assignment.machine_id != machine_id)
-        .map(|p| p.assignment.instance.clone())
-        .collect();
-    Ok((
-        desired_instances(machine_id, &placements, &units),
-        elsewhere,
-    ))
+    Ok((placements, units))
 }
 
 /// Lists the leaves under `dir`; an absent directory is empty.
-async fn list_dir(client: &Client, dir: &str, quorum: bool) -> Result<Vec<Node>, ClientError> {
+pub(crate) async fn list_dir(
+    client: &Client,
+    dir: &str,
+    quorum: bool,
+) -> Result<Vec<Node>, ClientError> {
     let opts = GetOptions {
         recursive: true,
         sorted: true,

@@ -164,6 +164,11 @@ impl Member {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// The member's `--data-dir`.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)
     }

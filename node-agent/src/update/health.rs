@@ -47,7 +47,10 @@ impl Health {
             .await
             .map_err(|e| format!("cannot list containers: {}", error_chain(&e)))?;
         if let Some(want) = desired.values().find(|w| !runs(w, &containers)) {
-            return Err(format!("unit instance {} is not running yet", want.instance));
+            return Err(format!(
+                "unit instance {} is not running yet",
+                want.instance
+            ));
         }
         for cmd in &self.commands {
             run(cmd).await?;

@@ -7,7 +7,7 @@
 //!   ▲              │ (bad)          │ (bad: failed, slot left invalid)  │ lock taken
 //!   │              └────────────────┴──► Idle (failed)                  ▼
 //!   │                                                               Draining
-//!   │                                                                   │ units gone / timeout
+//!   │                                                                   │ units run elsewhere / timeout
 //!   │   healthy: mark successful, release          boot new slot        ▼
 //!   ├──────────────────────────────── Confirming ◄──────────────── Rebooting
 //!   │                                     │ unhealthy by the deadline
@@ -30,6 +30,7 @@
 //! | `boot` | which slot booted: the kernel command line, or gptprio on a test host |
 //! | `resume` | the pure reconciliation of the phase with the booted slot at start |
 //! | `download` | the resumable payload download into the slot |
+//! | `drain` | what a draining machine still waits for before its reboot |
 //! | `lock` | the reboot semaphore: take, renew, release |
 //! | `health` | the post-boot health checks |
 //! | `disk_init` | `shoal-agent disk init` |
@@ -38,11 +39,13 @@ pub mod boot;
 pub mod decide;
 mod disk_init;
 pub mod download;
+pub mod drain;
 pub mod health;
 pub mod lock;
 pub mod resume;
 pub mod state;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -433,7 +436,12 @@ impl Updater {
         if !self.lock.acquire(&spec).await? {
             return Ok(());
         }
-        tracing::info!(lock = %spec.name, "reboot lock taken; draining");
+        // What runs here now, read before the machine is marked draining, so
+        // an instance the engine moves at once is still waited for.
+        let fleet = drain::read(&self.client).await?;
+        let here = drain::pending(&self.machine_id, &BTreeSet::new(), &fleet).here;
+        tracing::info!(lock = %spec.name, instances = ?here, "reboot lock taken; draining");
+        self.booted.state.drained = here;
         self.booted.state.phase = Phase::Draining {
             offer,
             slot,
@@ -537,7 +545,8 @@ impl Updater {
         self.save()
     }
 
-    /// Waits for the engine to move the units away (bounded), then requests the reboot.
+    /// Waits (bounded) until the engine moved the units away and they run
+    /// on their new machines, then requests the reboot.
     async fn drain(
         &mut self,
         offer: Offer,
@@ -548,18 +557,24 @@ impl Updater {
             self.lease.update(|m| m.draining = true).await?;
         }
         let waited = (Utc::now() - since).to_std().unwrap_or_default();
-        let left = crate::reconcile::read_desired(&self.client, &self.machine_id, true)
-            .await?
-            .0
-            .len();
-        if left > 0 && waited < self.booted.settings.drain_timeout {
-            tracing::info!(units = left, "draining: waiting for units to move away");
+        let fleet = drain::read(&self.client).await?;
+        let pending = drain::pending(&self.machine_id, &self.booted.state.drained, &fleet);
+        if !pending.here.is_subset(&self.booted.state.drained) {
+            self.booted
+                .state
+                .drained
+                .extend(pending.here.iter().cloned());
+            self.save()?;
+        }
+        if !pending.done() && waited < self.booted.settings.drain_timeout {
+            tracing::info!(here = ?pending.here, starting = ?pending.starting, "draining: waiting for units to run elsewhere");
             return Ok(());
         }
-        if left > 0 {
+        if !pending.done() {
             tracing::warn!(
-                units = left,
-                "drain timeout: rebooting with units still placed here"
+                here = ?pending.here,
+                starting = ?pending.starting,
+                "drain timeout: rebooting before every unit runs elsewhere"
             );
         }
         // Fencing: the slot must still be ours right before the reboot.
@@ -575,6 +590,7 @@ impl Updater {
             slot,
             boot_id: boot::boot_id(),
         };
+        self.booted.state.drained.clear();
         self.booted.state.reboot_requested = true;
         self.save()
     }

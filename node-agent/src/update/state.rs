@@ -3,7 +3,7 @@
 //! old one, and the directory fsynced, so a kill at any instant leaves either
 //! the old or the new state on disk, never a torn one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -200,6 +200,10 @@ pub struct UpdateFile {
     /// The reboot lock this machine may hold: recorded before acquiring, cleared after release.
     #[serde(default)]
     pub lock: Option<LockSpec>,
+    /// While draining: the instances placed on this machine since draining
+    /// began; the reboot waits until each runs where it moved (`super::drain`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub drained: BTreeSet<String>,
 }
 
 impl UpdateFile {
@@ -334,6 +338,7 @@ mod tests {
             last: None,
             refused: Some("3".into()),
             lock: None,
+            drained: BTreeSet::from(["web@1".to_owned()]),
         };
         store.save(&state).expect("save");
         assert_eq!(store.load().expect("load"), Some(state.clone()));
