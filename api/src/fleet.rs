@@ -10,6 +10,8 @@
 //!   compare-and-swap (`prevExist=false` to place, `prevIndex` to move/remove).
 //! - `/_shoal/states/<instance>`: [`InstanceState`], written by the agent running it.
 //! - `/_shoal/unplaced/<instance>`: why the engine cannot place it (a JSON string).
+//! - `/_shoal/history/events/<in-order key>`: [`ClusterEvent`], written by the
+//!   leader's engine, the oldest deleted beyond [`MAX_EVENTS`].
 //!
 //! An instance is `<unit>` for a single unit, `<unit>@<n>` (n = 1..replicas)
 //! for a replicated one, and `<unit>@<machine id>` for a global one.
@@ -30,6 +32,29 @@ pub const PLACEMENTS_DIR: &str = "/_shoal/placements";
 pub const STATES_DIR: &str = "/_shoal/states";
 /// Key-space directory of reasons instances are not placed.
 pub const UNPLACED_DIR: &str = "/_shoal/unplaced";
+/// Key-space directory of cluster events (in-order keys).
+pub const EVENTS_DIR: &str = "/_shoal/history/events";
+/// Most cluster events kept; the engine deletes older ones.
+pub const MAX_EVENTS: usize = 1000;
+
+/// One cluster event: a machine joined or was lost, an instance placed or
+/// moved, a member became leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterEvent {
+    /// When the leader saw it.
+    pub at: DateTime<Utc>,
+    /// `machine_joined`, `machine_lost`, `instance_placed`, `instance_moved`, `leader_elected`.
+    pub kind: String,
+    /// The machine it is about, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// The instance it is about, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Details in words.
+    #[serde(default)]
+    pub detail: String,
+}
 
 /// A host in the fleet, as its agent registers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -312,6 +337,67 @@ pub struct UnitStatus {
     pub instances: Vec<InstanceStatus>,
 }
 
+/// How a unit file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitFormat {
+    /// TOML (`shoalctl submit x.toml`).
+    Toml,
+    /// JSON, the API's own shape.
+    Json,
+}
+
+impl UnitFormat {
+    /// JSON when the text is a JSON object (starts with `{`), else TOML.
+    pub fn guess(text: &str) -> Self {
+        if text.trim_start().starts_with('{') {
+            UnitFormat::Json
+        } else {
+            UnitFormat::Toml
+        }
+    }
+}
+
+/// Why a unit file cannot be read as a [`Unit`].
+#[derive(Debug, thiserror::Error)]
+pub enum UnitFileError {
+    /// Not JSON at all.
+    #[error("not valid JSON: {0}")]
+    Json(serde_json::Error),
+    /// Not TOML at all.
+    #[error("not valid TOML: {0}")]
+    Toml(toml::de::Error),
+    /// TOML that has no JSON equivalent.
+    #[error("TOML without a JSON form: {0}")]
+    Convert(serde_json::Error),
+    /// Neither the text nor the caller gives a name.
+    #[error("the unit has no name")]
+    NoName,
+    /// Well-formed, but not a unit (a field missing or of the wrong type).
+    #[error("not a valid unit: {0}")]
+    Invalid(serde_json::Error),
+}
+
+/// Reads a unit file; `default_name` is used when the text names none (the CLI
+/// passes the file's stem). Shared by `shoalctl submit` and the dashboard.
+pub fn parse_unit(
+    text: &str,
+    format: UnitFormat,
+    default_name: Option<&str>,
+) -> Result<Unit, UnitFileError> {
+    let mut value: serde_json::Value = match format {
+        UnitFormat::Json => serde_json::from_str(text).map_err(UnitFileError::Json)?,
+        UnitFormat::Toml => {
+            let v: toml::Value = toml::from_str(text).map_err(UnitFileError::Toml)?;
+            serde_json::to_value(v).map_err(UnitFileError::Convert)?
+        }
+    };
+    if value.get("name").is_none() {
+        let name = default_name.ok_or(UnitFileError::NoName)?;
+        value["name"] = serde_json::Value::String(name.to_owned());
+    }
+    serde_json::from_value(value).map_err(UnitFileError::Invalid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,5 +420,24 @@ mod tests {
         changed.env.insert("MODE".into(), "x".into());
         assert_ne!(base.container_revision(), changed.container_revision());
         assert!(i64::try_from(base.container_revision()).is_ok());
+    }
+
+    #[test]
+    fn unit_files_are_toml_or_json() {
+        let toml = "name = \"web\"\nimage = \"nginx\"\n[placement]\nreplicas = 2\n";
+        let unit = parse_unit(toml, UnitFormat::guess(toml), None).expect("a TOML unit");
+        assert_eq!((unit.name.as_str(), unit.placement.replicas), ("web", 2));
+        let json = r#" {"image": "nginx"}"#;
+        assert_eq!(UnitFormat::guess(json), UnitFormat::Json);
+        let unit = parse_unit(json, UnitFormat::Json, Some("stem")).expect("a JSON unit");
+        assert_eq!(unit.name, "stem");
+        assert!(matches!(
+            parse_unit(json, UnitFormat::Json, None),
+            Err(UnitFileError::NoName)
+        ));
+        assert!(matches!(
+            parse_unit("image = 3", UnitFormat::Toml, Some("x")),
+            Err(UnitFileError::Invalid(_))
+        ));
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use api::fleet::{Machine, Unit, UnitStatus};
+use api::fleet::{Machine, Unit, UnitFormat, UnitStatus};
 use api::Client;
 use clap::Args;
 
@@ -71,27 +71,16 @@ pub async fn journal(client: &Client, args: JournalArgs) -> anyhow::Result<ExitC
 
 /// Reads a unit file: TOML or JSON by extension, with the file stem as default name.
 pub fn parse_unit_file(path: &std::path::Path, text: &str) -> anyhow::Result<Unit> {
-    let mut value: serde_json::Value = match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => serde_json::from_str(text)
-            .with_context(|| format!("parse {} as JSON", path.display()))?,
-        Some("toml") | None => {
-            let v: toml::Value = toml::from_str(text)
-                .with_context(|| format!("parse {} as TOML", path.display()))?;
-            serde_json::to_value(v).context("convert TOML")?
-        }
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => UnitFormat::Json,
+        Some("toml") | None => UnitFormat::Toml,
         Some(other) => bail!(
             "{}: unit files are .toml or .json, not .{other}",
             path.display()
         ),
     };
-    if value.get("name").is_none() {
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .context("unit file has no name")?;
-        value["name"] = serde_json::Value::String(stem.to_owned());
-    }
-    serde_json::from_value(value).with_context(|| format!("{} is not a valid unit", path.display()))
+    let stem = path.file_stem().and_then(|s| s.to_str());
+    api::fleet::parse_unit(text, format, stem).with_context(|| format!("read {}", path.display()))
 }
 
 /// Runs `submit`.

@@ -6,7 +6,7 @@ use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
 use crate::live;
-use crate::views::{OverviewPage, TopologyPage, UnitsPage};
+use crate::views::{EventsPage, KeysPage, OverviewPage, TopologyPage, UnitsPage, UpdatesPage};
 
 /// The dashboard's style sheet, inlined in every page.
 const STYLE: &str = include_str!("../style.css");
@@ -44,6 +44,9 @@ pub fn App() -> impl IntoView {
                     <A href="/">"Overview"</A>
                     <A href="/ui/topology">"Topology"</A>
                     <A href="/ui/units">"Units"</A>
+                    <A href="/ui/updates">"Updates"</A>
+                    <A href="/ui/keys">"Key space"</A>
+                    <A href="/ui/events">"Events"</A>
                 </nav>
                 <span id="live" class="live" data-state=move || live.state.get()>
                     {move || live.state.get()}
@@ -58,6 +61,9 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/") view=OverviewPage ssr=SsrMode::Async />
                     <Route path=path!("/ui/topology") view=TopologyPage ssr=SsrMode::Async />
                     <Route path=path!("/ui/units") view=UnitsPage ssr=SsrMode::Async />
+                    <Route path=path!("/ui/updates") view=UpdatesPage ssr=SsrMode::Async />
+                    <Route path=path!("/ui/keys") view=KeysPage ssr=SsrMode::Async />
+                    <Route path=path!("/ui/events") view=EventsPage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

@@ -1,9 +1,12 @@
 //! Live updates: the browser follows `/api/v1/events` (server-sent events fed
 //! by key-space watches) and bumps a counter per affected area; the views'
 //! resources depend on those counters and refetch. No polling: nothing
-//! happens until the server sends an event.
+//! happens until the server sends an event. [`watch`] follows another
+//! prefix for the Key space page.
 
 use leptos::prelude::*;
+
+use crate::model::KeyEvent;
 
 /// The counters views follow, and the state of the event stream.
 #[derive(Clone, Copy, Debug)]
@@ -21,6 +24,8 @@ pub struct Live {
 /// How long a burst of events is gathered before the views refetch once.
 #[cfg(feature = "hydrate")]
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
+/// Most events a [`watch`] keeps, newest first.
+pub const WATCH_KEEP: usize = 50;
 
 /// Creates the counters, provides them as context and, in the browser, opens the stream.
 pub fn provide() -> Live {
@@ -41,6 +46,16 @@ pub fn use_live() -> Live {
     use_context::<Live>().unwrap_or_else(provide)
 }
 
+/// In the browser: follows the changes under `prefix` (reopening the stream
+/// when it changes, closing it when the page goes) and puts each event first
+/// in `events`, keeping [`WATCH_KEEP`]. On the server: nothing.
+pub fn watch(prefix: Signal<String>, events: RwSignal<Vec<KeyEvent>>) {
+    #[cfg(feature = "hydrate")]
+    stream::watch(prefix, events);
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (prefix, events);
+}
+
 #[cfg(feature = "hydrate")]
 mod stream {
     use leptos::prelude::*;
@@ -48,42 +63,89 @@ mod stream {
     use wasm_bindgen::JsCast;
     use web_sys::{EventSource, MessageEvent};
 
-    use super::{Live, SETTLE};
-    use crate::model::{Area, KeyEvent};
+    use super::{Live, SETTLE, WATCH_KEEP};
+    use crate::model::{events_url, Area, KeyEvent};
 
     /// Opens the event stream; the browser reconnects it by itself (resuming
     /// from the last event id).
     pub fn open(live: Live) {
         live.state.set("hydrated");
-        let Ok(source) = EventSource::new("/api/v1/events") else {
-            live.state.set("offline");
-            return;
-        };
         let pending_fleet = StoredValue::new(false);
         let pending_locks = StoredValue::new(false);
-        let on_open = Closure::<dyn FnMut()>::new(move || live.state.set("live"));
-        let on_error = Closure::<dyn FnMut()>::new(move || live.state.set("reconnecting"));
+        let opened = follow(
+            "/api/v1/events",
+            move |open| live.state.set(if open { "live" } else { "reconnecting" }),
+            move |event| {
+                live.index.set(event.index);
+                match event.area() {
+                    Area::Fleet => settle(pending_fleet, live.fleet),
+                    Area::Locks => settle(pending_locks, live.locks),
+                }
+            },
+        );
+        match opened {
+            // The stream lives as long as the page.
+            Some(source) => {
+                StoredValue::new_local(source);
+            }
+            None => live.state.set("offline"),
+        }
+    }
+
+    /// Follows `prefix` into `events` while the calling view lives.
+    pub fn watch(prefix: Signal<String>, events: RwSignal<Vec<KeyEvent>>) {
+        let current = StoredValue::new_local(None::<EventSource>);
+        let close = move || {
+            if let Some(old) = current.try_update_value(Option::take).flatten() {
+                old.close();
+            }
+        };
+        Effect::new(move |_| {
+            let url = events_url(&prefix.get());
+            close();
+            let source = follow(
+                &url,
+                |_| {},
+                move |event| {
+                    events.update(|list| {
+                        list.insert(0, event);
+                        list.truncate(WATCH_KEEP);
+                    })
+                },
+            );
+            current.set_value(source);
+        });
+        on_cleanup(close);
+    }
+
+    /// An `EventSource` on `url` calling `on_state(open)` and `on_event` for
+    /// each key event; `None` when the browser refuses to open it.
+    fn follow(
+        url: &str,
+        on_state: impl Fn(bool) + Clone + 'static,
+        mut on_event: impl FnMut(KeyEvent) + 'static,
+    ) -> Option<EventSource> {
+        let source = EventSource::new(url).ok()?;
+        let state = on_state.clone();
+        let on_open = Closure::<dyn FnMut()>::new(move || state(true));
+        let on_error = Closure::<dyn FnMut()>::new(move || on_state(false));
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            let Some(text) = ev.data().as_string() else {
-                return;
-            };
-            let Ok(event) = serde_json::from_str::<KeyEvent>(&text) else {
-                return;
-            };
-            live.index.set(event.index);
-            match event.area() {
-                Area::Fleet => settle(pending_fleet, live.fleet),
-                Area::Locks => settle(pending_locks, live.locks),
+            let event = ev
+                .data()
+                .as_string()
+                .and_then(|text| serde_json::from_str::<KeyEvent>(&text).ok());
+            if let Some(event) = event {
+                on_event(event);
             }
         });
         source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         source.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        // The stream lives as long as the page: its handlers must too.
+        // The handlers must live as long as the stream, which the browser owns.
         on_open.forget();
         on_error.forget();
         on_message.forget();
-        StoredValue::new_local(source);
+        Some(source)
     }
 
     /// Bumps `counter` once after a short pause, however many events arrive meanwhile.

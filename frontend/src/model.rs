@@ -116,6 +116,144 @@ pub struct UnitRow {
     pub instances: Vec<InstanceRow>,
 }
 
+/// One update channel with its rollout policy, as `/api/v1/updates/channels` says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRow {
+    /// Channel name.
+    pub name: String,
+    /// The version it points at, if any.
+    pub version: Option<String>,
+    /// Most machines rebooting at once.
+    pub max_reboots: u32,
+    /// Machines that must finish healthy before the others proceed.
+    pub canaries: u32,
+    /// Reboot windows; none means any time.
+    pub windows: Vec<String>,
+    /// Time zone of the windows.
+    pub timezone: String,
+    /// Failures that halt the rollout.
+    pub failure_threshold: u32,
+    /// Paused by an operator.
+    pub paused: bool,
+    /// Halted after failures.
+    pub halted: bool,
+    /// Why it halted.
+    pub halt_reason: String,
+}
+
+/// One machine's place in the update state machine (its last check-in).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineProgress {
+    /// Machine id.
+    pub machine_id: String,
+    /// Channel it follows.
+    pub channel: String,
+    /// Version it runs.
+    pub version: String,
+    /// Its update state (`idle`, `downloading`, ... `updated`, `rolled_back`, `failed`).
+    pub state: String,
+    /// The version it is updating to, if any.
+    pub target: Option<String>,
+    /// The last error, in words.
+    pub error: String,
+    /// Whether the last check-in let it proceed.
+    pub proceed: bool,
+    /// When its state last changed (UTC, `YYYY-MM-DD HH:MM:SS`).
+    pub since: String,
+}
+
+/// One slot of a lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolderRow {
+    /// Lock name.
+    pub lock: String,
+    /// Who holds the slot.
+    pub holder: String,
+    /// Fencing token.
+    pub token: u64,
+    /// When the slot lapses unless renewed, if it has a TTL.
+    pub expiration: Option<String>,
+}
+
+/// One entry of a history (updates or cluster events).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// When it happened (UTC, `YYYY-MM-DD HH:MM:SS`).
+    pub at: String,
+    /// What happened (`channel_paused`, `machine_state`, `machine_joined`...).
+    pub kind: String,
+    /// What it is about: machine, channel, unit, version, as `name=value` pairs.
+    pub subjects: Vec<String>,
+    /// Details in words.
+    pub detail: String,
+}
+
+/// The Updates page: channels, machines' progress, reboot-lock holders, history.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatesView {
+    /// Every channel.
+    pub channels: Vec<ChannelRow>,
+    /// Every machine that checked in.
+    pub machines: Vec<MachineProgress>,
+    /// Holders of the reboot lock(s) (`reboot`, `reboot-<group>`).
+    pub holders: Vec<LockHolderRow>,
+    /// The newest update history entries, newest first.
+    pub history: Vec<HistoryRow>,
+}
+
+/// One key or directory of the Key space page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyNode {
+    /// Full path.
+    pub key: String,
+    /// Depth below the listed directory (0: its direct children).
+    pub depth: usize,
+    /// True for a directory.
+    pub dir: bool,
+    /// The value of a key (none for directories).
+    pub value: Option<String>,
+    /// Index of the write that last changed it.
+    pub modified_index: u64,
+    /// Index of the write that created it.
+    pub created_index: u64,
+    /// Seconds left before it expires, if it has a TTL.
+    pub ttl: Option<i64>,
+}
+
+/// A directory of the key space, listed recursively.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyDir {
+    /// The listed directory.
+    pub dir: String,
+    /// The etcd index the listing was read at.
+    pub index: u64,
+    /// Its keys and directories, depth first, in key order.
+    pub nodes: Vec<KeyNode>,
+}
+
+/// What a unit action button asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitVerb {
+    /// `POST /api/v1/units/{name}/start`.
+    Start,
+    /// `POST /api/v1/units/{name}/stop`.
+    Stop,
+    /// `DELETE /api/v1/units/{name}`.
+    Destroy,
+}
+
+impl UnitVerb {
+    /// The button's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            UnitVerb::Start => "Start",
+            UnitVerb::Stop => "Stop",
+            UnitVerb::Destroy => "Destroy",
+        }
+    }
+}
+
 /// One key-space change as `/api/v1/events` sends it (the `data` of an SSE message).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyEvent {
@@ -147,9 +285,31 @@ impl KeyEvent {
     }
 }
 
+/// The event stream's URL for changes under `prefix` (`/api/v1/events?prefix=...`).
+pub fn events_url(prefix: &str) -> String {
+    let mut url = String::from("/api/v1/events?prefix=");
+    for b in prefix.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~@:".contains(&b) {
+            url.push(char::from(b));
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_urls_escape_the_prefix() {
+        assert_eq!(events_url("/_shoal"), "/api/v1/events?prefix=/_shoal");
+        assert_eq!(
+            events_url("/a b/&x=é"),
+            "/api/v1/events?prefix=/a%20b/%26x%3D%C3%A9"
+        );
+    }
 
     fn event(key: &str) -> KeyEvent {
         KeyEvent {

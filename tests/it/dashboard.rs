@@ -2,8 +2,13 @@
 //! registered the way an agent does (a TTL'd record under `/_shoal/machines`),
 //! units submitted through the API; the server-rendered pages must show what
 //! the API says (members and leader, machines grouped by metadata with their
-//! instances, units with placements and the reason one cannot be placed), and
-//! `/api/v1/events` must deliver a key-space change as a server-sent event.
+//! instances, units with placements and the reason one cannot be placed; a
+//! channel's policy, a machine's update state and the reboot-lock holder; a
+//! key-space directory with values and indexes; the cluster events the
+//! leader recorded), the dashboard's actions (its server functions under
+//! `/ui/fn`) must change what the API says or answer the API's error in
+//! words, and `/api/v1/events` must deliver a key-space change as a
+//! server-sent event, under `/_shoal` or under a chosen prefix.
 //! With `SHOAL_REQUIRE_WASM=1` (CI, after scripts/build-frontend) the wasm
 //! package must be served at `/pkg`.
 
@@ -27,6 +32,43 @@ async fn page(http: &reqwest::Client, base: &str, path: &str) -> Result<String> 
         "GET {path}: no hydration script in the page"
     );
     Ok(html)
+}
+
+/// Registers a machine the way an agent does: a TTL'd record under `/_shoal/machines`.
+async fn register(http: &reqwest::Client, base: &str, machine: &Value) -> Result<()> {
+    let id = machine["id"].as_str().context("machine id")?;
+    let resp = http
+        .put(format!("{base}/v2/keys/_shoal/machines/{id}"))
+        .form(&[("value", machine.to_string()), ("ttl", "600".into())])
+        .send()
+        .await?;
+    ensure!(
+        resp.status().is_success(),
+        "machine {id}: {}",
+        resp.status()
+    );
+    Ok(())
+}
+
+/// Calls a dashboard server function with a form; its status and body.
+async fn server_fn(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    form: &[(&str, &str)],
+) -> Result<(u16, String)> {
+    let resp = http
+        .post(format!("{base}/ui/fn/{name}"))
+        .form(form)
+        .send()
+        .await?;
+    Ok((resp.status().as_u16(), resp.text().await?))
+}
+
+async fn api_get(http: &reqwest::Client, base: &str, path: &str) -> Result<Value> {
+    let resp = http.get(format!("{base}{path}")).send().await?;
+    ensure!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    Ok(resp.json().await?)
 }
 
 fn must_contain(html: &str, path: &str, wanted: &[&str]) -> Result<()> {
@@ -83,12 +125,7 @@ async fn pages_render_what_the_api_says() -> Result<()> {
         "metadata": {"region": "eu-west", "disk": "ssd"},
         "cpu_millis": 4000, "memory_mb": 8192, "os_version": "4081.2.0", "active_slot": "A"
     });
-    let resp = http
-        .put(format!("{base}/v2/keys/_shoal/machines/dash-m1"))
-        .form(&[("value", machine.to_string()), ("ttl", "600".into())])
-        .send()
-        .await?;
-    ensure!(resp.status().is_success(), "machine: {}", resp.status());
+    register(&http, &base, &machine).await?;
     for unit in [
         json!({"name": "web", "image": "nginx:alpine", "desired": "launched", "placement": {"replicas": 2}}),
         json!({"name": "mars", "image": "nginx:alpine", "desired": "launched",
@@ -188,9 +225,248 @@ async fn pages_render_what_the_api_says() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_and_actions_go_through_the_api() -> Result<()> {
+    let cluster = Cluster::start_with(Flavor::Shoal, 1, &[]).await?;
+    let base = cluster.members[0].client_url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()?;
+
+    eprintln!("--- Updates: a channel, a machine's check-in, a reboot-lock holder");
+    let resp = http
+        .put(format!("{base}/api/v1/updates/channels/stable"))
+        .json(&json!({"max_reboots": 2, "canaries": 1, "windows": ["Mon..Fri 04:00 2h"]}))
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "channel: {}", resp.status());
+    let resp = http
+        .post(format!("{base}/api/v1/updates/checkin"))
+        .json(
+            &json!({"machine_id": "upd-m1", "channel": "stable", "version": "1.0.0",
+                      "state": "downloading", "target": "1.1.0"}),
+        )
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "check-in: {}", resp.status());
+    let resp = http
+        .post(format!("{base}/api/v1/locks/reboot/acquire"))
+        .json(&json!({"holder": "upd-m9", "limit": 2, "ttl": 600}))
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "lock: {}", resp.status());
+    let html = page(&http, &base, "/ui/updates").await?;
+    must_contain(
+        &html,
+        "/ui/updates",
+        &[
+            "data-channel=\"stable\"",
+            "<td>2</td><td>1</td><td>Mon..Fri 04:00 2h (UTC)</td>",
+            "<td class=\"status\">rolling</td>",
+            "data-machine=\"upd-m1\"",
+            "<td class=\"state\">downloading</td>",
+            "<td>1.1.0</td>",
+            "<td class=\"holder\">upd-m9</td>",
+            "channel_changed",
+        ],
+    )?;
+
+    eprintln!("--- Pause through the dashboard: the API says paused, the page says Resume");
+    let (status, body) = server_fn(
+        &http,
+        &base,
+        "set_paused",
+        &[("channel", "stable"), ("paused", "true")],
+    )
+    .await?;
+    ensure!(status == 200, "set_paused: {status} {body}");
+    let channel = api_get(&http, &base, "/api/v1/updates/channels/stable").await?;
+    ensure!(channel["policy"]["paused"] == true, "not paused: {channel}");
+    let html = page(&http, &base, "/ui/updates").await?;
+    must_contain(
+        &html,
+        "/ui/updates",
+        &["<td class=\"status\">paused</td>", ">Resume</button>"],
+    )?;
+    let (status, body) = server_fn(
+        &http,
+        &base,
+        "set_paused",
+        &[("channel", "nope"), ("paused", "false")],
+    )
+    .await?;
+    ensure!(
+        status >= 400 && body.contains("nope"),
+        "resume of a missing channel: {status} {body}"
+    );
+
+    eprintln!("--- Key space: a directory listed with values and indexes");
+    let resp = http
+        .put(format!("{base}/v2/keys/dash/app/colour"))
+        .form(&[("value", "blue")])
+        .send()
+        .await?;
+    let index = resp
+        .headers()
+        .get("x-etcd-index")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .context("X-Etcd-Index")?;
+    let html = page(&http, &base, "/ui/keys?dir=/dash").await?;
+    must_contain(
+        &html,
+        "/ui/keys?dir=/dash",
+        &[
+            "data-key=\"/dash/app\"",
+            "data-key=\"/dash/app/colour\"",
+            "<code>blue</code>",
+            &format!("<td>{index} / {index}</td>"),
+        ],
+    )?;
+
+    eprintln!("--- Key writes through the dashboard land in /v2/keys; errors come back in words");
+    let (status, body) = server_fn(
+        &http,
+        &base,
+        "put_key",
+        &[("key", "/dash/app/colour"), ("value", "green")],
+    )
+    .await?;
+    ensure!(status == 200, "put_key: {status} {body}");
+    let key = api_get(&http, &base, "/v2/keys/dash/app/colour").await?;
+    ensure!(key["node"]["value"] == "green", "not written: {key}");
+    ensure!(
+        body.contains(&key["node"]["modifiedIndex"].to_string()),
+        "put_key answers the index: {body}"
+    );
+    let (status, body) = server_fn(
+        &http,
+        &base,
+        "put_key",
+        &[("key", "/dash/app"), ("value", "x")],
+    )
+    .await?;
+    ensure!(
+        status >= 400 && body.contains("Not a file"),
+        "writing a directory: {status} {body}"
+    );
+    let (status, body) =
+        server_fn(&http, &base, "delete_key", &[("key", "/dash/app/colour")]).await?;
+    ensure!(status == 200, "delete_key: {status} {body}");
+    let gone = http
+        .get(format!("{base}/v2/keys/dash/app/colour"))
+        .send()
+        .await?;
+    ensure!(gone.status() == 404, "still there: {}", gone.status());
+
+    eprintln!("--- Units through the dashboard: TOML submitted, then destroyed; errors in words");
+    let toml = "name = \"hello\"\nimage = \"busybox\"\n[placement]\nreplicas = 2\n";
+    let (status, body) = server_fn(&http, &base, "submit_unit", &[("text", toml)]).await?;
+    ensure!(
+        status == 200 && body.contains("hello"),
+        "submit_unit: {status} {body}"
+    );
+    let unit = api_get(&http, &base, "/api/v1/units/hello").await?;
+    ensure!(
+        unit["unit"]["placement"]["replicas"] == 2,
+        "submitted: {unit}"
+    );
+    let (status, body) = server_fn(
+        &http,
+        &base,
+        "submit_unit",
+        &[("text", "name = \"x\"\nimage = 3")],
+    )
+    .await?;
+    ensure!(
+        status >= 400 && body.contains("not a valid unit"),
+        "bad TOML: {status} {body}"
+    );
+    let (status, body) = server_fn(
+        &http,
+        &base,
+        "unit_action",
+        &[("name", "hello"), ("verb", "destroy")],
+    )
+    .await?;
+    ensure!(status == 200, "destroy: {status} {body}");
+    let gone = http
+        .get(format!("{base}/api/v1/units/hello"))
+        .send()
+        .await?;
+    ensure!(gone.status() == 404, "unit still there: {}", gone.status());
+    let (status, body) = server_fn(
+        &http,
+        &base,
+        "unit_action",
+        &[("name", "hello"), ("verb", "start")],
+    )
+    .await?;
+    ensure!(
+        status >= 400 && body.contains("hello"),
+        "start of a missing unit: {status} {body}"
+    );
+
+    eprintln!("--- Events: the leader recorded its election, a machine joining, a placement");
+    let machine =
+        json!({"id": "ev-m1", "hostname": "ev-host", "cpu_millis": 1000, "memory_mb": 512});
+    register(&http, &base, &machine).await?;
+    let unit = json!({"name": "evweb", "image": "nginx", "desired": "launched"});
+    let resp = http
+        .post(format!("{base}/api/v1/units"))
+        .json(&unit)
+        .send()
+        .await?;
+    ensure!(resp.status() == 201, "submit evweb: {}", resp.status());
+    let deadline = Instant::now() + CONVERGE;
+    let kinds = loop {
+        let listing = api_get(&http, &base, "/v2/keys/_shoal/history/events?sorted=true").await;
+        let kinds: Vec<String> = listing
+            .ok()
+            .and_then(|l| l["node"]["nodes"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| serde_json::from_str::<Value>(n["value"].as_str()?).ok())
+            .filter_map(|e| Some(e["kind"].as_str()?.to_string()))
+            .collect();
+        let all = ["leader_elected", "machine_joined", "instance_placed"];
+        if all.iter().all(|k| kinds.iter().any(|have| have == k)) {
+            break kinds;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "events not recorded within {CONVERGE:?}: {kinds:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("    recorded: {kinds:?}");
+    let html = page(&http, &base, "/ui/events").await?;
+    must_contain(
+        &html,
+        "/ui/events",
+        &[
+            "data-kind=\"leader_elected\"",
+            "data-kind=\"machine_joined\"",
+            "machine=ev-m1",
+            "instance=evweb",
+            "member n1 leads in term",
+        ],
+    )?;
+    Ok(())
+}
+
 /// Reads the event stream until a `data:` line mentions `key`, at most `within`;
 /// every event on the way must be under `/_shoal`.
 async fn wait_event(resp: &mut reqwest::Response, key: &str, within: Duration) -> Result<Value> {
+    wait_event_under(resp, "/_shoal", key, within).await
+}
+
+/// [`wait_event`] for a stream of the changes under `prefix`.
+async fn wait_event_under(
+    resp: &mut reqwest::Response,
+    prefix: &str,
+    key: &str,
+    within: Duration,
+) -> Result<Value> {
     let deadline = Instant::now() + within;
     let mut text = String::new();
     loop {
@@ -203,10 +479,8 @@ async fn wait_event(resp: &mut reqwest::Response, key: &str, within: Duration) -
         for line in text.lines() {
             if let Some(data) = line.strip_prefix("data: ") {
                 let event: Value = serde_json::from_str(data)?;
-                let under = event["key"]
-                    .as_str()
-                    .is_some_and(|k| k.starts_with("/_shoal"));
-                ensure!(under, "an event outside /_shoal was sent: {event}");
+                let under = event["key"].as_str().is_some_and(|k| k.starts_with(prefix));
+                ensure!(under, "an event outside {prefix} was sent: {event}");
                 if event["key"] == key {
                     return Ok(event);
                 }
@@ -260,5 +534,33 @@ async fn events_stream_key_space_changes() -> Result<()> {
         .await?;
     let again = wait_event(&mut resumed, "/_shoal/dash/probe", Duration::from_secs(10)).await?;
     ensure!(again["index"] == index, "resumed event {again}");
+
+    eprintln!("--- a stream of another prefix sends its changes only; a bad prefix is refused");
+    let mut app = http
+        .get(format!("{base}/api/v1/events?prefix=/dash/app"))
+        .send()
+        .await?;
+    ensure!(app.status() == 200, "events?prefix: {}", app.status());
+    for key in ["_shoal/dash/other", "dash/elsewhere", "dash/app/x"] {
+        http.put(format!("{base}/v2/keys/{key}"))
+            .form(&[("value", "1")])
+            .send()
+            .await?;
+    }
+    wait_event_under(
+        &mut app,
+        "/dash/app",
+        "/dash/app/x",
+        Duration::from_secs(10),
+    )
+    .await?;
+    for bad in ["dash", "/dash/", "/a/../b"] {
+        let resp = http
+            .get(format!("{base}/api/v1/events"))
+            .query(&[("prefix", bad)])
+            .send()
+            .await?;
+        ensure!(resp.status() == 400, "prefix {bad:?}: {}", resp.status());
+    }
     Ok(())
 }

@@ -1,18 +1,32 @@
 //! The dashboard's views, one module each.
 
+mod events;
+mod keys;
 mod overview;
 mod topology;
 mod units;
+mod updates;
 
+pub use events::EventsPage;
+pub use keys::KeysPage;
 pub use overview::OverviewPage;
 pub use topology::TopologyPage;
 pub use units::UnitsPage;
+pub use updates::UpdatesPage;
 
 use leptos::prelude::*;
 
 /// A failed data fetch, in words, where the view would be.
 fn failure(e: ServerFnError) -> AnyView {
-    view! { <p class="error">"Cannot load: " {e.to_string()}</p> }.into_any()
+    view! { <p class="error">"Cannot load: " {words(&e)}</p> }.into_any()
+}
+
+/// What went wrong, in the server's words (without the server-function wrapping).
+fn words(e: &ServerFnError) -> String {
+    match e {
+        ServerFnError::ServerError(message) => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// An optional number, or a dash.

@@ -1,24 +1,70 @@
 //! Units: each unit's desired state next to what runs, per instance, with
-//! the reason an instance is not placed.
+//! the reason an instance is not placed; a form to submit a unit (TOML or
+//! JSON) and Start / Stop / Destroy buttons, each with its error in words.
 
 use leptos::prelude::*;
 
-use super::failure;
-use crate::data::load_units;
+use super::{failure, words};
+use crate::data::{load_units, submit_unit, unit_action};
 use crate::live::use_live;
-use crate::model::UnitRow;
+use crate::model::{UnitRow, UnitVerb};
+
+/// A button click on a unit: the unit, and the error in words if it failed.
+type VerbAction = Action<(String, UnitVerb), (String, Option<String>)>;
+
+/// What the submit form starts with: an example of the TOML `shoalctl submit` reads.
+const EXAMPLE: &str = "name = \"hello\"\nimage = \"busybox\"\ncommand = [\"sleep\", \"3600\"]\ndesired = \"launched\"\n";
 
 /// The Units page.
 #[component]
 pub fn UnitsPage() -> impl IntoView {
     let live = use_live();
-    let data = Resource::new(move || live.fleet.get(), |_| load_units());
+    let text = RwSignal::new(EXAMPLE.to_string());
+    let submit = Action::new(|text: &String| {
+        let text = text.clone();
+        async move { submit_unit(text).await.map_err(|e| words(&e)) }
+    });
+    let verb: VerbAction = Action::new(|(name, verb): &(String, UnitVerb)| {
+        let (name, verb) = (name.clone(), *verb);
+        async move {
+            let failed = unit_action(name.clone(), verb).await.err();
+            (name, failed.map(|e| words(&e)))
+        }
+    });
+    let data = Resource::new(
+        move || {
+            (
+                live.fleet.get(),
+                submit.version().get(),
+                verb.version().get(),
+            )
+        },
+        |_| load_units(),
+    );
     view! {
         <h1>"Units"</h1>
+        <details class="submit" open=move || submit.value().get().is_some_and(|r| r.is_err())>
+            <summary>"Submit a unit"</summary>
+            <form id="submit-unit" class="stack" on:submit=move |ev| {
+                ev.prevent_default();
+                submit.dispatch(text.get_untracked());
+            }>
+                <textarea name="unit" rows="8" spellcheck="false" prop:value=move || text.get()
+                    on:input=move |ev| text.set(event_target_value(&ev))></textarea>
+                <div class="act">
+                    <button type="submit" disabled=move || submit.pending().get()>"Submit"</button>
+                    <small>"TOML as " <code>"shoalctl submit"</code> " reads it, or the API's JSON"</small>
+                    {move || submit.value().get().map(|r| match r {
+                        Ok(name) => view! { <span class="done">"submitted " {name}</span> }.into_any(),
+                        Err(e) => view! { <span class="error">{e}</span> }.into_any(),
+                    })}
+                </div>
+            </form>
+        </details>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match data.await {
-                    Ok(list) => table(list),
+                    Ok(list) => table(list, verb),
                     Err(e) => failure(e),
                 }
             })}
@@ -26,12 +72,12 @@ pub fn UnitsPage() -> impl IntoView {
     }
 }
 
-fn table(list: Vec<UnitRow>) -> AnyView {
+fn table(list: Vec<UnitRow>, verb: VerbAction) -> AnyView {
     if list.is_empty() {
-        return view! { <p class="empty">"No units. Submit one with " <code>"shoalctl submit"</code> "."</p> }
+        return view! { <p class="empty">"No units. Submit one above or with " <code>"shoalctl submit"</code> "."</p> }
             .into_any();
     }
-    let rows = list.into_iter().map(unit).collect_view();
+    let rows = list.into_iter().map(|u| unit(u, verb)).collect_view();
     view! {
         <table id="units">
             <thead>
@@ -50,7 +96,39 @@ fn table(list: Vec<UnitRow>) -> AnyView {
     .into_any()
 }
 
-fn unit(u: UnitRow) -> impl IntoView {
+/// Start / Stop / Destroy for one unit, with the last error of any of them.
+fn buttons(name: String, launched: bool, verb: VerbAction) -> impl IntoView {
+    let toggle = if launched {
+        UnitVerb::Stop
+    } else {
+        UnitVerb::Start
+    };
+    let button = |v: UnitVerb, name: String| {
+        view! {
+            <button class=v.label().to_lowercase() disabled=move || verb.pending().get()
+                on:click=move |_| {
+                    verb.dispatch((name.clone(), v));
+                }>
+                {v.label()}
+            </button>
+        }
+    };
+    let error = {
+        let name = name.clone();
+        move || {
+            verb.value()
+                .get()
+                .and_then(|(n, e)| if n == name { e } else { None })
+        }
+    };
+    view! {
+        {button(toggle, name.clone())}
+        {button(UnitVerb::Destroy, name.clone())}
+        <span class="error">{error}</span>
+    }
+}
+
+fn unit(u: UnitRow, verb: VerbAction) -> impl IntoView {
     let desired = u.desired.clone();
     let instances = u
         .instances
@@ -70,13 +148,15 @@ fn unit(u: UnitRow) -> impl IntoView {
             }
         })
         .collect_view();
+    let launched = u.desired == "launched";
+    let id = u.name.clone();
     view! {
-        <tbody class="unit" data-unit=u.name.clone()>
+        <tbody class="unit" data-unit=id>
             <tr class="unit-head">
                 <th>{u.name.clone()} " " <small>{u.kind} " · revision " {format!("{:x}", u.revision)}</small></th>
                 <td><code>{u.image}</code></td>
                 <td>{u.desired}</td>
-                <td colspan="3"></td>
+                <td colspan="3" class="act">{buttons(u.name, launched, verb)}</td>
             </tr>
             {instances}
         </tbody>

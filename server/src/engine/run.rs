@@ -3,8 +3,10 @@
 //!
 //! A failed comparison (etcd 101 or 105) means someone else changed the key
 //! since the view was read: the loop simply plans again from the new state.
+//! What the leader sees happen (leadership, machines coming and going,
+//! placements) goes to the cluster event history (`history`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use api::fleet::{PLACEMENTS_DIR, UNPLACED_DIR};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
+use super::history::{self, Recorder};
 use super::plan::{plan, Action};
 use super::view::{FleetView, RawFleet};
 use crate::keyspace::{ErrorCode, Op, Precondition};
@@ -32,6 +35,9 @@ pub async fn run(member: Arc<Member>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When this leader first saw each placed-on machine missing.
     let mut missing: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let recorder = Recorder::start(member.clone());
+    // The machines of the last plan while leader; `None` when not leading.
+    let mut known: Option<BTreeSet<String>> = None;
     let mut last_plan = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -43,6 +49,7 @@ pub async fn run(member: Arc<Member>) {
         last_plan = tokio::time::Instant::now();
         if !member.is_leader() {
             missing.clear();
+            known = None;
             continue;
         }
         let now = Utc::now();
@@ -50,6 +57,20 @@ pub async fn run(member: Arc<Member>) {
         let raw = RawFleet::read(&member.keys.read());
         let mut view = FleetView::from_raw(raw, now);
         let read = started.elapsed();
+        let machines: BTreeSet<String> = view.machines.keys().cloned().collect();
+        match &known {
+            None => {
+                let (term, _) = member.raft_position();
+                let detail = format!("member {} leads in term {term}", member.name);
+                recorder.record(history::event(now, "leader_elected", detail));
+            }
+            Some(before) => {
+                for e in history::machine_events(before, &machines, now) {
+                    recorder.record(e);
+                }
+            }
+        }
+        known = Some(machines);
         track_missing(&mut missing, &view, now);
         view.missing_since.clone_from(&missing);
         let actions = plan(&view, now);
@@ -57,9 +78,16 @@ pub async fn run(member: Arc<Member>) {
         if actions.is_empty() {
             continue;
         }
-        let member = &member;
+        let (member, recorder) = (&member, &recorder);
         let outcomes: Vec<bool> = stream::iter(actions)
-            .map(|a| async move { execute(member, a).await })
+            .map(|a| async move {
+                let told = history::action_event(&a, now);
+                let ok = execute(member, a).await;
+                if let Some(e) = told.filter(|_| ok) {
+                    recorder.record(e);
+                }
+                ok
+            })
             .buffer_unordered(PARALLEL)
             .collect()
             .await;

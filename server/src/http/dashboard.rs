@@ -1,38 +1,66 @@
 //! The dashboard: pages rendered by the `frontend` crate (Leptos) on the
 //! server, its server functions under `/ui/fn`, and the browser's wasm
 //! package at `/pkg`. Its data comes from the same handlers that answer
-//! `/v2/members`, `/v2/stats/*`, `/api/v1/machines`, `/api/v1/units` and
-//! `/api/v1/locks` (other members' stats over their client URLs), so the
-//! dashboard shows exactly what the API says.
+//! `/v2/members`, `/v2/stats/*`, `/v2/keys`, `/api/v1/machines`,
+//! `/api/v1/units`, `/api/v1/locks` and `/api/v1/updates` (other members'
+//! stats over their client URLs), so the dashboard shows exactly what the API
+//! says; its actions (submit, start, stop, destroy, pause, resume, key
+//! writes) call those same handlers in-process: no private back door.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::fleet::{Desired, UnitKind, UnitStatus};
+use api::fleet::{parse_unit, ClusterEvent, Desired, UnitFormat, UnitKind, UnitStatus, EVENTS_DIR};
+use api::keys::{KeysResponse, Node};
+use api::locks::LockList;
 use api::members::Member as WireMember;
-use axum::extract::State;
+use api::updates::{Channel, HistoryEvent, MachineUpdate, REBOOT_LOCK};
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::Response;
 use axum::Router;
+use chrono::{DateTime, Utc};
 use frontend::backend::{Answer, Backend, SharedBackend};
-use frontend::model::{InstanceRow, MachineCard, MemberRow, Overview, PlacedInstance, UnitRow};
+use frontend::model::{
+    ChannelRow, HistoryRow, InstanceRow, KeyDir, KeyNode, LockHolderRow, MachineCard,
+    MachineProgress, MemberRow, Overview, PlacedInstance, UnitRow, UnitVerb, UpdatesView,
+};
 use futures::future::join_all;
 use leptos::prelude::{provide_context, LeptosOptions};
 use leptos_axum::LeptosRoutes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tower_http::services::ServeDir;
 
-use super::{fleet, locks, members, stats};
+use super::{fleet, keys, locks, members, stats, updates};
 use crate::member::Member;
 use crate::raft::id_hex;
+use crate::updates::Updates;
 
 /// How long another member's stats may take before it is shown unreachable.
 const PEER_STATS_TIMEOUT: Duration = Duration::from_millis(800);
-/// The largest stats body read back from a local handler.
-const STATS_BODY_LIMIT: usize = 1 << 20;
+/// The largest answer read back from a local handler.
+const BODY_LIMIT: usize = 64 << 20;
+/// How many update history entries the Updates page shows.
+const UPDATE_HISTORY: usize = 50;
+/// How many cluster events the Events page shows.
+const EVENT_HISTORY: usize = 200;
+/// What a key keeps unescaped in a `/v2/keys` path: its slashes and the usual safe characters.
+const KEY_PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'@')
+    .remove(b':');
 
 /// The dashboard's routes: pages at `/` and `/ui/*`, server functions, `/pkg/*`.
-pub fn router(member: Arc<Member>, pkg_dir: &Path) -> Router {
+pub fn router(member: Arc<Member>, updates: Arc<Updates>, pkg_dir: &Path) -> Router {
     let site_root = pkg_dir
         .parent()
         .map_or_else(|| ".".to_string(), |p| p.display().to_string());
@@ -42,7 +70,7 @@ pub fn router(member: Arc<Member>, pkg_dir: &Path) -> Router {
         .site_pkg_dir("pkg")
         .build();
     let routes = leptos_axum::generate_route_list(frontend::App);
-    let backend: SharedBackend = Arc::new(Source::new(member));
+    let backend: SharedBackend = Arc::new(Source::new(member, updates));
     let shell_options = options.clone();
     Router::new()
         .leptos_routes_with_context(
@@ -92,15 +120,18 @@ pub fn pkg_dir(configured: Option<&Path>) -> PathBuf {
 /// The dashboard's data source: this member's REST handlers.
 struct Source {
     member: Arc<Member>,
-    /// For other members' client URLs (never the peer client: it carries the cluster token).
+    updates: Arc<Updates>,
+    /// For other members' client URLs: the member's client-port client (never
+    /// the peer client: it carries the cluster token).
     http: reqwest::Client,
 }
 
 impl Source {
-    fn new(member: Arc<Member>) -> Self {
+    fn new(member: Arc<Member>, updates: Arc<Updates>) -> Self {
         Self {
+            http: member.client_http.clone(),
             member,
-            http: reqwest::Client::new(),
+            updates,
         }
     }
 
@@ -116,13 +147,7 @@ impl Source {
     async fn leader_stats(&self, leader: &WireMember) -> Option<Value> {
         if leader.id == id_hex(self.member.id) {
             let resp = stats::leader_stats(State(self.member.clone())).await;
-            if !resp.status().is_success() {
-                return None;
-            }
-            let body = axum::body::to_bytes(resp.into_body(), STATS_BODY_LIMIT)
-                .await
-                .ok()?;
-            return serde_json::from_slice(&body).ok();
+            return json_of(resp).await.ok();
         }
         self.remote(leader, "/v2/stats/leader").await
     }
@@ -229,6 +254,135 @@ impl Source {
             .map(unit_row)
             .collect())
     }
+
+    async fn submit(&self, text: String) -> Result<String, String> {
+        let unit = parse_unit(&text, UnitFormat::guess(&text), None).map_err(|e| e.to_string())?;
+        let name = unit.name.clone();
+        let resp = fleet::submit(State(self.member.clone()), Ok(axum::Json(unit))).await;
+        body_of(resp).await.map(|_| name)
+    }
+
+    async fn act(&self, name: String, verb: UnitVerb) -> Result<(), String> {
+        let (state, path) = (State(self.member.clone()), UrlPath(name));
+        let resp = match verb {
+            UnitVerb::Start => fleet::start(state, path).await,
+            UnitVerb::Stop => fleet::stop(state, path).await,
+            UnitVerb::Destroy => fleet::destroy(state, path).await,
+        };
+        body_of(resp).await.map(drop)
+    }
+
+    async fn read_updates(&self) -> Result<UpdatesView, String> {
+        let u = || State(self.updates.clone());
+        let channels: Vec<Channel> = json_of(updates::channels(u()).await).await?;
+        let query = updates::MachinesQuery { channel: None };
+        let machines: Vec<MachineUpdate> =
+            json_of(updates::machines(u(), Ok(Query(query))).await).await?;
+        let query = updates::HistoryQuery {
+            limit: Some(UPDATE_HISTORY),
+        };
+        let history: Vec<HistoryEvent> =
+            json_of(updates::history(u(), Ok(Query(query))).await).await?;
+        let LockList { locks } = locks::list(State(self.member.clone())).await.0;
+        let reboot_prefix = format!("{REBOOT_LOCK}-");
+        let holders = locks
+            .into_iter()
+            .filter(|l| l.name == REBOOT_LOCK || l.name.starts_with(&reboot_prefix))
+            .flat_map(|l| {
+                let lock = l.name;
+                l.holders.into_iter().map(move |h| LockHolderRow {
+                    lock: lock.clone(),
+                    holder: h.holder,
+                    token: h.token,
+                    expiration: h.expiration.map(clock),
+                })
+            })
+            .collect();
+        Ok(UpdatesView {
+            channels: channels.into_iter().map(channel_row).collect(),
+            machines: machines.into_iter().map(progress).collect(),
+            holders,
+            history: history.into_iter().rev().map(update_history_row).collect(),
+        })
+    }
+
+    async fn pause(&self, channel: String, paused: bool) -> Result<(), String> {
+        let (state, path) = (State(self.updates.clone()), UrlPath(channel));
+        let resp = if paused {
+            updates::pause(state, path).await
+        } else {
+            updates::resume(state, path).await
+        };
+        json_of::<Channel>(resp).await.map(drop)
+    }
+
+    /// Calls the `/v2/keys` handler as an HTTP request would.
+    async fn keys_request(
+        &self,
+        method: Method,
+        key: &str,
+        query: &str,
+        form: String,
+    ) -> Result<KeysResponse, String> {
+        if !key.starts_with('/') {
+            return Err(format!("{key:?} is not a key: keys start with /"));
+        }
+        let path = utf8_percent_encode(key, KEY_PATH);
+        let uri: Uri = format!("/v2/keys{path}{query}")
+            .parse()
+            .map_err(|e| format!("{key:?} is not a key: {e}"))?;
+        let resp = keys::handle(State(self.member.clone()), method, uri, Bytes::from(form)).await;
+        json_of(resp).await
+    }
+
+    async fn list_keys(&self, dir: String) -> Result<KeyDir, String> {
+        let answer = self
+            .keys_request(
+                Method::GET,
+                &dir,
+                "?recursive=true&sorted=true",
+                String::new(),
+            )
+            .await?;
+        let mut nodes = Vec::new();
+        flatten(answer.node.nodes.unwrap_or_default(), 0, &mut nodes);
+        Ok(KeyDir {
+            dir,
+            index: self.member.keys.read().index(),
+            nodes,
+        })
+    }
+
+    async fn write_key(&self, key: String, value: String) -> Result<u64, String> {
+        let form = form_urlencoded(&[("value", &value)]);
+        let answer = self.keys_request(Method::PUT, &key, "", form).await?;
+        Ok(answer.node.modified_index)
+    }
+
+    /// The newest cluster events, newest first, read through `/v2/keys`.
+    async fn read_events(&self) -> Result<Vec<HistoryRow>, String> {
+        if self.member.keys.read().lookup(EVENTS_DIR).is_err() {
+            return Ok(Vec::new());
+        }
+        let answer = self
+            .keys_request(Method::GET, EVENTS_DIR, "?sorted=true", String::new())
+            .await?;
+        let nodes = answer.node.nodes.unwrap_or_default();
+        Ok(nodes
+            .iter()
+            .rev()
+            .filter_map(|n| serde_json::from_str::<ClusterEvent>(n.value.as_deref()?).ok())
+            .take(EVENT_HISTORY)
+            .map(event_row)
+            .collect())
+    }
+
+    async fn remove_key(&self, key: String) -> Result<u64, String> {
+        let answer = self
+            .keys_request(Method::DELETE, &key, "", String::new())
+            .await?;
+        Ok(answer.node.modified_index)
+    }
 }
 
 impl Backend for Source {
@@ -242,6 +396,166 @@ impl Backend for Source {
 
     fn units(&self) -> Answer<'_, Vec<UnitRow>> {
         Box::pin(self.read_units())
+    }
+
+    fn submit_unit(&self, text: String) -> Answer<'_, String> {
+        Box::pin(self.submit(text))
+    }
+
+    fn unit_action(&self, name: String, verb: UnitVerb) -> Answer<'_, ()> {
+        Box::pin(self.act(name, verb))
+    }
+
+    fn updates(&self) -> Answer<'_, UpdatesView> {
+        Box::pin(self.read_updates())
+    }
+
+    fn set_paused(&self, channel: String, paused: bool) -> Answer<'_, ()> {
+        Box::pin(self.pause(channel, paused))
+    }
+
+    fn keys(&self, dir: String) -> Answer<'_, KeyDir> {
+        Box::pin(self.list_keys(dir))
+    }
+
+    fn put_key(&self, key: String, value: String) -> Answer<'_, u64> {
+        Box::pin(self.write_key(key, value))
+    }
+
+    fn delete_key(&self, key: String) -> Answer<'_, u64> {
+        Box::pin(self.remove_key(key))
+    }
+
+    fn events(&self) -> Answer<'_, Vec<HistoryRow>> {
+        Box::pin(self.read_events())
+    }
+}
+
+/// A handler's answer body, or its error message in words.
+async fn body_of(resp: Response) -> Result<Bytes, String> {
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), BODY_LIMIT)
+        .await
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(error_words(status, &body))
+    }
+}
+
+/// A handler's JSON answer as `T`, or its error message in words.
+async fn json_of<T: DeserializeOwned>(resp: Response) -> Result<T, String> {
+    let body = body_of(resp).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("unexpected answer: {e}"))
+}
+
+/// The message of an error answer: `/api/v1`'s `{"error":{"message"}}` or
+/// etcd's `{"message","cause"}`.
+fn error_words(status: StatusCode, body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if let Some(m) = v["error"]["message"].as_str() {
+        return m.to_owned();
+    }
+    match (v["message"].as_str(), v["cause"].as_str()) {
+        (Some(m), Some(c)) if !c.is_empty() => format!("{m}: {c}"),
+        (Some(m), _) => m.to_owned(),
+        _ => format!("the server answered {status}"),
+    }
+}
+
+/// A form body of `pairs`.
+fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, NON_ALPHANUMERIC),
+                utf8_percent_encode(v, NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A recursive listing as rows, depth first.
+fn flatten(nodes: Vec<Node>, depth: usize, out: &mut Vec<KeyNode>) {
+    for n in nodes {
+        out.push(KeyNode {
+            key: n.key.unwrap_or_default(),
+            depth,
+            dir: n.dir,
+            value: n.value,
+            modified_index: n.modified_index,
+            created_index: n.created_index,
+            ttl: n.ttl,
+        });
+        flatten(n.nodes.unwrap_or_default(), depth + 1, out);
+    }
+}
+
+/// A time as the pages show it.
+fn clock(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn channel_row(c: Channel) -> ChannelRow {
+    let p = c.policy;
+    ChannelRow {
+        name: c.name,
+        version: c.version,
+        max_reboots: p.max_reboots,
+        canaries: p.canaries,
+        windows: p.windows,
+        timezone: p.timezone,
+        failure_threshold: p.failure_threshold,
+        paused: p.paused,
+        halted: p.halted,
+        halt_reason: p.halt_reason,
+    }
+}
+
+fn progress(m: MachineUpdate) -> MachineProgress {
+    MachineProgress {
+        machine_id: m.machine_id,
+        channel: m.channel,
+        version: m.version,
+        state: m.state.as_str().into(),
+        target: m.target,
+        error: m.error,
+        proceed: m.proceed,
+        since: clock(m.since),
+    }
+}
+
+/// `name=value` for each subject a history entry names.
+fn subjects<const N: usize>(pairs: [(&str, Option<String>); N]) -> Vec<String> {
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect()
+}
+
+fn event_row(e: ClusterEvent) -> HistoryRow {
+    HistoryRow {
+        at: clock(e.at),
+        kind: e.kind,
+        subjects: subjects([("machine", e.machine), ("instance", e.instance)]),
+        detail: e.detail,
+    }
+}
+
+fn update_history_row(e: HistoryEvent) -> HistoryRow {
+    HistoryRow {
+        at: clock(e.at),
+        kind: e.kind,
+        subjects: subjects([
+            ("machine", e.machine),
+            ("channel", e.channel),
+            ("version", e.version),
+        ]),
+        detail: e.detail,
     }
 }
 

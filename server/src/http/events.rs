@@ -1,35 +1,67 @@
-//! `GET /api/v1/events`: server-sent events, one per key-space change under
-//! `/_shoal`, with data `{"key":...,"action":...,"index":...}` and the etcd
-//! index as the event id. Fed like `/v2/keys?wait=true`: the member's change
-//! notification wakes the stream, which reads the event history. A client
-//! that reconnects with `Last-Event-ID` resumes after that index; when the
-//! history no longer reaches back that far it gets a `resync` event (action
-//! `resync`, key `/_shoal`) and should re-read everything. TTL refreshes are
-//! not sent.
+//! `GET /api/v1/events[?prefix=/dir]`: server-sent events, one per key-space
+//! change under the prefix (default `/_shoal`; a clean key path, as `/v2/keys`
+//! spells keys), with data `{"key":...,"action":...,"index":...}` and the etcd
+//! index as the event id. Fed like `/v2/keys?wait=true&recursive=true`: the
+//! member's change notification wakes the stream, which reads the event
+//! history. A client that reconnects with `Last-Event-ID` resumes after that
+//! index; when the history no longer reaches back that far it gets a `resync`
+//! event (action `resync`, key the prefix) and should re-read everything. TTL
+//! refreshes are not sent.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use frontend::model::KeyEvent;
-use futures::stream::{self, Stream};
+use futures::stream;
 use tokio::sync::watch;
 
+use super::api_error;
+use crate::keyspace::path;
 use crate::member::Member;
 
-/// The key-space prefix whose changes are streamed.
+/// The key-space prefix streamed when the request names none.
 pub const PREFIX: &str = "/_shoal";
+/// The longest prefix accepted.
+const MAX_PREFIX: usize = 1024;
 /// How often an idle stream sends a comment, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// `GET /api/v1/events`.
+/// Query of `GET /api/v1/events`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct EventsQuery {
+    /// The directory (or key) whose changes to stream.
+    pub prefix: Option<String>,
+}
+
+/// True for a key path as the key space stores it: absolute, already clean
+/// (no empty, `.` or `..` part, no trailing slash) and without control characters.
+pub fn valid_prefix(p: &str) -> bool {
+    p.len() <= MAX_PREFIX && path::clean(p) == p && !p.chars().any(char::is_control)
+}
+
+/// `GET /api/v1/events`; 400 `bad_request` for a prefix that is not a clean key path.
 pub async fn stream(
     State(member): State<Arc<Member>>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
     headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> Response {
+    let prefix = match query {
+        Ok(Query(q)) => q.prefix.unwrap_or_else(|| PREFIX.to_owned()),
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    if !valid_prefix(&prefix) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("prefix {prefix:?} is not a clean key path like /_shoal or /app/config"),
+        );
+    }
     let changed = member.keys.subscribe();
     let current = member.keys.read().index();
     let resume = headers
@@ -40,19 +72,24 @@ pub async fn stream(
     let follow = Follow {
         member,
         changed,
+        prefix,
         next,
     };
     let events = stream::unfold(follow, |mut f| async move {
         let event = f.next().await?;
-        Some((Ok(event), f))
+        Some((Ok::<_, Infallible>(event), f))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
 }
 
 /// One stream's position in the history.
 struct Follow {
     member: Arc<Member>,
     changed: watch::Receiver<u64>,
+    /// What is streamed.
+    prefix: String,
     /// The first index not yet looked at.
     next: u64,
 }
@@ -64,7 +101,9 @@ impl Follow {
             let found = {
                 let keys = self.member.keys.read();
                 let current = keys.index();
-                let scanned = keys.history().scan(PREFIX, true, self.next, 0, current);
+                let scanned = keys
+                    .history()
+                    .scan(&self.prefix, true, self.next, 0, current);
                 (scanned, current)
             };
             match found {
@@ -77,7 +116,7 @@ impl Follow {
                 (Ok(None), current) => self.next = current + 1,
                 (Err(_), current) => {
                     self.next = current + 1;
-                    return Some(message(PREFIX.into(), "resync".into(), current));
+                    return Some(message(self.prefix.clone(), "resync".into(), current));
                 }
             }
             self.changed.changed().await.ok()?;
@@ -91,5 +130,21 @@ fn message(key: String, action: String, index: u64) -> SseEvent {
     match serde_json::to_string(&data) {
         Ok(json) => event.data(json),
         Err(e) => event.comment(format!("unencodable event: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_prefix;
+
+    #[test]
+    fn prefixes_are_clean_key_paths() {
+        for ok in ["/", "/_shoal", "/app/config", "/a b/c@1"] {
+            assert!(valid_prefix(ok), "{ok:?} should be accepted");
+        }
+        for bad in ["", "app", "/app/", "//app", "/a/../b", "/a/./b", "/a\nb"] {
+            assert!(!valid_prefix(bad), "{bad:?} should be refused");
+        }
+        assert!(!valid_prefix(&format!("/{}", "x".repeat(1024))));
     }
 }

@@ -37,7 +37,7 @@ pub fn client_router(
     updates: Arc<Updates>,
     pkg_dir: &Path,
 ) -> Router {
-    let dashboard = dashboard::router(member.clone(), pkg_dir);
+    let dashboard = dashboard::router(member.clone(), updates.clone(), pkg_dir);
     Router::new()
         .route("/v2/keys", any(keys::handle))
         .route("/v2/keys/", any(keys::handle))

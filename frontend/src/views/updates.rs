@@ -1,0 +1,248 @@
+//! Updates: each channel's version and rollout policy with Pause / Resume,
+//! every machine's progress through the update states, who holds the reboot
+//! lock, and the newest update history.
+
+use leptos::prelude::*;
+
+use super::{failure, words};
+use crate::data::{load_updates, set_paused};
+use crate::live::use_live;
+use crate::model::{ChannelRow, HistoryRow, LockHolderRow, MachineProgress, UpdatesView};
+
+/// A Pause or Resume click: the channel, and the error in words if it failed.
+type PauseAction = Action<(String, bool), (String, Option<String>)>;
+
+/// The Updates page.
+#[component]
+pub fn UpdatesPage() -> impl IntoView {
+    let live = use_live();
+    let pause: PauseAction = Action::new(|(channel, paused): &(String, bool)| {
+        let (channel, paused) = (channel.clone(), *paused);
+        async move {
+            let failed = set_paused(channel.clone(), paused).await.err();
+            (channel, failed.map(|e| words(&e)))
+        }
+    });
+    let data = Resource::new(
+        move || (live.fleet.get(), live.locks.get(), pause.version().get()),
+        |_| load_updates(),
+    );
+    view! {
+        <h1>"Updates"</h1>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(u) => body(u, pause),
+                    Err(e) => failure(e),
+                }
+            })}
+        </Transition>
+    }
+}
+
+fn body(u: UpdatesView, pause: PauseAction) -> AnyView {
+    view! {
+        <h2>"Channels"</h2>
+        {channels(u.channels, pause)}
+        <h2>"Machines"</h2>
+        {machines(u.machines)}
+        <h2>"Reboot lock"</h2>
+        {holders(u.holders)}
+        <h2>"History"</h2>
+        {history(u.history)}
+    }
+    .into_any()
+}
+
+fn channels(list: Vec<ChannelRow>, pause: PauseAction) -> AnyView {
+    if list.is_empty() {
+        return view! { <p class="empty">"No channels. Create one with " <code>"shoalctl update channel"</code> "."</p> }
+            .into_any();
+    }
+    let rows = list
+        .into_iter()
+        .map(|c| {
+            let status = if c.halted {
+                format!("halted: {}", c.halt_reason)
+            } else if c.paused {
+                "paused".into()
+            } else {
+                "rolling".into()
+            };
+            let stopped = c.paused || c.halted;
+            let windows = if c.windows.is_empty() {
+                "any time".to_string()
+            } else {
+                format!("{} ({})", c.windows.join(", "), c.timezone)
+            };
+            let name = c.name.clone();
+            let (label, next) = if stopped { ("Resume", false) } else { ("Pause", true) };
+            let error = {
+                let name = name.clone();
+                move || {
+                    pause
+                        .value()
+                        .get()
+                        .and_then(|(c, e)| if c == name { e } else { None })
+                }
+            };
+            let click = {
+                let name = name.clone();
+                move |_| {
+                    pause.dispatch((name.clone(), next));
+                }
+            };
+            view! {
+                <tr class=format!("channel {}", if stopped { "stopped" } else { "rolling" }) data-channel=name>
+                    <td class="name">{c.name}</td>
+                    <td class="version">{c.version.unwrap_or_else(|| "—".into())}</td>
+                    <td>{c.max_reboots}</td>
+                    <td>{c.canaries}</td>
+                    <td>{windows}</td>
+                    <td>{c.failure_threshold}</td>
+                    <td class="status">{status}</td>
+                    <td class="act">
+                        <button class=label.to_lowercase() on:click=click disabled=move || pause.pending().get()>
+                            {label}
+                        </button>
+                        <span class="error">{error}</span>
+                    </td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table id="channels">
+            <thead>
+                <tr>
+                    <th>"Channel"</th>
+                    <th>"Version"</th>
+                    <th>"Max reboots"</th>
+                    <th>"Canaries"</th>
+                    <th>"Windows"</th>
+                    <th>"Failures to halt"</th>
+                    <th>"Rollout"</th>
+                    <th></th>
+                </tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+    .into_any()
+}
+
+fn machines(list: Vec<MachineProgress>) -> AnyView {
+    if list.is_empty() {
+        return view! { <p class="empty">"No machine has checked in."</p> }.into_any();
+    }
+    let rows = list
+        .into_iter()
+        .map(|m| {
+            let (class, id) = (format!("progress {}", m.state), m.machine_id.clone());
+            view! {
+                <tr class=class data-machine=id>
+                    <td>{m.machine_id}</td>
+                    <td>{m.channel}</td>
+                    <td>{m.version}</td>
+                    <td class="state">{m.state}</td>
+                    <td>{m.target.unwrap_or_else(|| "—".into())}</td>
+                    <td>{if m.proceed { "yes" } else { "no" }}</td>
+                    <td>{m.since}</td>
+                    <td class="reason">{m.error}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table id="update-machines">
+            <thead>
+                <tr>
+                    <th>"Machine"</th>
+                    <th>"Channel"</th>
+                    <th>"Runs"</th>
+                    <th>"State"</th>
+                    <th>"Target"</th>
+                    <th>"May proceed"</th>
+                    <th>"Since (UTC)"</th>
+                    <th>"Error"</th>
+                </tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+    .into_any()
+}
+
+fn holders(list: Vec<LockHolderRow>) -> AnyView {
+    if list.is_empty() {
+        return view! { <p class="empty" id="holders">"Nobody holds the reboot lock."</p> }
+            .into_any();
+    }
+    let rows = list
+        .into_iter()
+        .map(|h| {
+            view! {
+                <tr>
+                    <td>{h.lock}</td>
+                    <td class="holder">{h.holder}</td>
+                    <td>{h.token}</td>
+                    <td>{h.expiration.unwrap_or_else(|| "—".into())}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table id="holders">
+            <thead>
+                <tr>
+                    <th>"Lock"</th>
+                    <th>"Holder"</th>
+                    <th>"Fencing token"</th>
+                    <th>"Lapses (UTC)"</th>
+                </tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+    .into_any()
+}
+
+/// A history, newest first: time, kind, what it is about, details.
+pub(super) fn history(list: Vec<HistoryRow>) -> AnyView {
+    if list.is_empty() {
+        return view! { <p class="empty">"Nothing yet."</p> }.into_any();
+    }
+    let rows = list
+        .into_iter()
+        .map(|e| {
+            let tags = e
+                .subjects
+                .into_iter()
+                .map(|s| view! { <span class="tag">{s}</span> })
+                .collect_view();
+            let kind = e.kind.clone();
+            view! {
+                <tr class="event" data-kind=kind>
+                    <td>{e.at}</td>
+                    <td class="kind">{e.kind}</td>
+                    <td>{tags}</td>
+                    <td>{e.detail}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table class="history">
+            <thead>
+                <tr>
+                    <th>"When (UTC)"</th>
+                    <th>"What"</th>
+                    <th>"About"</th>
+                    <th>"Details"</th>
+                </tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+    .into_any()
+}
