@@ -82,7 +82,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Write the agent's config file and systemd unit.
-    Install(crate::install::InstallArgs),
+    Install(Box<crate::install::InstallArgs>),
     /// Make a disk image for the update engine (test hosts).
     Disk(crate::update::DiskArgs),
 }

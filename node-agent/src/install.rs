@@ -1,7 +1,9 @@
-//! `shoal-agent install`: writes `/etc/shoal/agent.toml` and
-//! `/etc/systemd/system/shoal-agent.service` (under `--prefix` when given),
-//! and prints what it did; `--dry-run` prints the files without writing.
-//! The file contents are pure functions ([`config_file`], [`systemd_unit`]).
+//! `shoal-agent install`: writes `/etc/shoal/agent.toml`,
+//! `/etc/systemd/system/shoal-agent.service` and, for OS updates, the
+//! trusted update key `/etc/shoal/update-key.pem` (under `--prefix` when
+//! given), and prints what it did; `--dry-run` prints the files without
+//! writing. The file contents are pure functions ([`config_file`],
+//! [`systemd_unit`], [`update_key`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ use crate::config::{parse_metadata, ConfigError, FileConfig};
 pub const CONFIG_PATH: &str = "/etc/shoal/agent.toml";
 /// Where the systemd unit lives on the installed host.
 pub const UNIT_PATH: &str = "/etc/systemd/system/shoal-agent.service";
+/// Where the trusted update public key lives on the installed host.
+pub const UPDATE_KEY_PATH: &str = "/etc/shoal/update-key.pem";
 /// The agent binary the unit runs unless `--binary` is given.
 pub const DEFAULT_BINARY: &str = "/usr/local/bin/shoal-agent";
 
@@ -23,6 +27,14 @@ pub enum InstallError {
     /// A flag value is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The update public key cannot be read or is not an ed25519 PEM key.
+    #[error("update public key {path}: {message}")]
+    Key {
+        /// The key file given.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The config could not be rendered as TOML.
     #[error("cannot render the config file")]
     Render(#[from] toml::ser::Error),
@@ -55,6 +67,15 @@ pub struct InstallArgs {
     /// Lease TTL in seconds.
     #[arg(long)]
     pub lease_ttl: Option<u64>,
+    /// The disk holding the A/B OS slots: enables OS updates (needs `--update-public-key`).
+    #[arg(long)]
+    pub disk: Option<PathBuf>,
+    /// The update channel to follow.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// PEM public key update payloads must be signed with; installed as the agent's trusted key.
+    #[arg(long)]
+    pub update_public_key: Option<PathBuf>,
     /// The agent binary the unit starts.
     #[arg(long, default_value = DEFAULT_BINARY)]
     pub binary: PathBuf,
@@ -72,11 +93,24 @@ pub fn config_file(args: &InstallArgs) -> Result<String, InstallError> {
         what: "server",
         message: e.to_string(),
     })?;
+    if args.disk.is_some() && args.update_public_key.is_none() {
+        return Err(ConfigError::Invalid {
+            what: "disk",
+            message: "--disk needs --update-public-key to check payload signatures".into(),
+        }
+        .into());
+    }
     let file = FileConfig {
         server: Some(args.server.clone()),
         token: args.token.clone(),
         machine_id: args.machine_id.clone(),
         lease_ttl: args.lease_ttl,
+        disk: args.disk.clone(),
+        channel: args.channel.clone(),
+        update_public_key: args
+            .update_public_key
+            .as_ref()
+            .map(|_| PathBuf::from(UPDATE_KEY_PATH)),
         metadata: match &args.metadata {
             Some(m) => parse_metadata(m)?,
             None => Default::default(),
@@ -88,6 +122,21 @@ pub fn config_file(args: &InstallArgs) -> Result<String, InstallError> {
         "# shoal-agent configuration, written by `shoal-agent install`.\n\
          # Flags and SHOAL_* environment variables override these values.\n{body}"
     ))
+}
+
+/// The PEM text of the update key `--update-public-key` names, checked to be
+/// an ed25519 public key; `None` without the flag.
+pub fn update_key(args: &InstallArgs) -> Result<Option<String>, InstallError> {
+    let Some(path) = &args.update_public_key else {
+        return Ok(None);
+    };
+    let err = |message: String| InstallError::Key {
+        path: path.clone(),
+        message,
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    api::updates::public_key(&pem).map_err(|e| err(e.to_string()))?;
+    Ok(Some(pem))
 }
 
 /// The systemd unit that runs `binary` with the installed config.
@@ -143,9 +192,11 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), InstallError
 /// Installs (or, with `--dry-run`, describes) the agent; reports to `out`.
 pub fn run(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallError> {
     let config = config_file(args)?;
+    let key = update_key(args)?;
     let unit = systemd_unit(&args.binary);
     let config_path = under(args.prefix.as_deref(), CONFIG_PATH);
     let unit_path = under(args.prefix.as_deref(), UNIT_PATH);
+    let key_path = under(args.prefix.as_deref(), UPDATE_KEY_PATH);
     let say = |out: &mut dyn Write, s: String| {
         let _ = writeln!(out, "{s}");
     };
@@ -157,6 +208,10 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallError> 
         say(out, config);
         say(out, format!("would write {}:", unit_path.display()));
         say(out, unit);
+        if let Some(key) = key {
+            say(out, format!("would write {}:", key_path.display()));
+            say(out, key);
+        }
         say(
             out,
             "then: systemctl daemon-reload && systemctl enable --now shoal-agent".into(),
@@ -167,6 +222,10 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallError> 
     say(out, format!("wrote {}", config_path.display()));
     write_file(&unit_path, &unit, 0o644)?;
     say(out, format!("wrote {}", unit_path.display()));
+    if let Some(key) = key {
+        write_file(&key_path, &key, 0o644)?;
+        say(out, format!("wrote {}", key_path.display()));
+    }
     say(
         out,
         "next: systemctl daemon-reload && systemctl enable --now shoal-agent".into(),
@@ -186,6 +245,9 @@ mod tests {
             metadata: Some("region=eu,disk=ssd".into()),
             machine_id: None,
             lease_ttl: Some(15),
+            disk: None,
+            channel: None,
+            update_public_key: None,
             binary: PathBuf::from(DEFAULT_BINARY),
             dry_run,
             prefix,
@@ -250,6 +312,46 @@ mod tests {
         assert!(said.contains("would write"));
         assert!(said.contains("ExecStart="));
         assert!(said.contains("server = "));
+    }
+
+    #[test]
+    fn the_update_key_is_installed_and_trusted_by_the_config() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (_secret, public_pem) = api::updates::generate_keypair().expect("keys");
+        let given = root.path().join("public.pem");
+        std::fs::write(&given, &public_pem).expect("write key");
+        let mut a = args(Some(root.path().join("host")), false);
+        a.disk = Some(PathBuf::from("/dev/vda"));
+        a.channel = Some("beta".into());
+        a.update_public_key = Some(given);
+        run(&a, &mut Vec::new()).expect("install");
+        let host = root.path().join("host");
+        let installed =
+            std::fs::read_to_string(host.join("etc/shoal/update-key.pem")).expect("installed key");
+        assert_eq!(installed, public_pem);
+        let config = std::fs::read_to_string(host.join("etc/shoal/agent.toml")).expect("config");
+        let parsed = FileConfig::parse(&config, Path::new("agent.toml")).expect("parse");
+        assert_eq!(
+            parsed.update_public_key,
+            Some(PathBuf::from(UPDATE_KEY_PATH))
+        );
+        assert_eq!(parsed.disk, Some(PathBuf::from("/dev/vda")));
+        assert_eq!(parsed.channel.as_deref(), Some("beta"));
+    }
+
+    #[test]
+    fn updates_need_a_valid_key() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut a = args(None, true);
+        a.disk = Some(PathBuf::from("/dev/vda"));
+        assert!(run(&a, &mut Vec::new()).is_err(), "a disk without a key");
+        let junk = root.path().join("junk.pem");
+        std::fs::write(&junk, "not a key").expect("write");
+        a.update_public_key = Some(junk);
+        match run(&a, &mut Vec::new()) {
+            Err(InstallError::Key { message, .. }) => assert!(!message.is_empty()),
+            other => panic!("a junk key must be refused: {other:?}"),
+        }
     }
 
     #[test]
