@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -104,6 +104,9 @@ pub enum ClientError {
     /// The endpoint list was empty.
     #[error("no endpoints given")]
     NoEndpoints,
+    /// A token that cannot be sent in a header (control characters).
+    #[error("the token holds characters not allowed in a header")]
+    InvalidToken,
     /// The HTTP client could not be built (TLS backend setup).
     #[error("cannot build HTTP client")]
     Build(#[source] reqwest::Error),
@@ -361,6 +364,8 @@ struct Inner {
     /// Index of the endpoint that last accepted a connection; tried first.
     preferred: AtomicUsize,
     request_timeout: Duration,
+    /// `Authorization: Bearer <token>`, sent with every request when set.
+    authorization: Option<HeaderValue>,
 }
 
 /// Typed client for a Shoal cluster; clones share connections and endpoint preference.
@@ -408,26 +413,27 @@ impl Client {
                 endpoints,
                 preferred: AtomicUsize::new(0),
                 request_timeout,
+                authorization: None,
             }),
         })
     }
 
-    /// Like [`Client::with_endpoints`], sending `headers` (e.g. `Authorization`)
-    /// with every request.
-    pub fn with_default_headers(
-        endpoints: Vec<Url>,
-        headers: HeaderMap,
-    ) -> Result<Self, ClientError> {
-        let mut client = Self::with_endpoints(endpoints)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
-            .default_headers(headers)
-            .build()
-            .map_err(ClientError::Build)?;
-        if let Some(inner) = Arc::get_mut(&mut client.inner) {
-            inner.http = http;
-        }
-        Ok(client)
+    /// This client, sending `Authorization: Bearer <token>` with every request
+    /// (clones made before keep their own credentials; connections are shared).
+    pub fn with_token(self, token: &str) -> Result<Self, ClientError> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| ClientError::InvalidToken)?;
+        value.set_sensitive(true);
+        let inner = &self.inner;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                endpoints: inner.endpoints.clone(),
+                preferred: AtomicUsize::new(inner.preferred.load(Ordering::Relaxed)),
+                request_timeout: inner.request_timeout,
+                authorization: Some(value),
+            }),
+        })
     }
 
     /// The endpoints this client tries, in order.
@@ -452,6 +458,9 @@ impl Client {
             let idx = (start + attempt) % endpoints.len();
             let url = endpoint_url(&endpoints[idx], segments);
             let mut request = build(self.inner.http.request(method.clone(), url.clone()));
+            if let Some(auth) = &self.inner.authorization {
+                request = request.header(AUTHORIZATION, auth.clone());
+            }
             if let Some(t) = timeout {
                 request = request.timeout(t);
             }
@@ -899,6 +908,38 @@ impl Client {
         )
         .await?;
         Ok(())
+    }
+
+    /// `POST /api/v1/tokens` (admin): a new token; its secret is in the answer only.
+    pub async fn create_token(
+        &self,
+        req: &crate::auth::CreateToken,
+    ) -> Result<crate::auth::CreatedToken, ClientError> {
+        self.json_call(
+            Method::POST,
+            &["api", "v1", "tokens"],
+            Some(req),
+            Duration::ZERO,
+        )
+        .await?
+        .json()
+    }
+
+    /// `GET /api/v1/tokens` (admin): every token, without secrets.
+    pub async fn tokens(&self) -> Result<crate::auth::TokenList, ClientError> {
+        self.fetch(&["api", "v1", "tokens"]).await
+    }
+
+    /// `DELETE /api/v1/tokens/{id}` (admin): revokes a token; answers what it was.
+    pub async fn revoke_token(&self, id: &str) -> Result<crate::auth::TokenInfo, ClientError> {
+        self.json_call::<()>(
+            Method::DELETE,
+            &["api", "v1", "tokens", id],
+            None,
+            Duration::ZERO,
+        )
+        .await?
+        .json()
     }
 
     /// `GET /api/v1/elections/{name}`; fails with code `no_leader`.

@@ -3,6 +3,7 @@
 //! `keys` and `members` mirror etcd v2's JSON exactly; `locks` and `elections`
 //! are Shoal's own `/api/v1` resources. Nothing here does IO except `client`.
 
+pub mod auth;
 pub mod client;
 pub mod elections;
 pub mod error;

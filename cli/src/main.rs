@@ -9,9 +9,11 @@ mod keys;
 mod locks;
 mod members;
 mod output;
+mod token;
 mod update;
 mod watch;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -31,6 +33,12 @@ struct Cli {
         global = true
     )]
     endpoints: String,
+    /// Token sent as `Authorization: Bearer` (see `token create`).
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// File holding the token (--token wins when both are given).
+    #[arg(long, env = "SHOAL_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
     /// Output format: `text` (etcdctl's simple output) or `json` (the answer's body).
     #[arg(short, long, value_enum, default_value_t = Format::Text, global = true)]
     output: Format,
@@ -82,6 +90,9 @@ enum Command {
     Status(fleet::NamesArgs),
     /// Print (or follow) the logs of a unit's container, through its agent.
     Journal(fleet::JournalArgs),
+    /// Manage tokens: create, list, revoke (admin).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -102,6 +113,18 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = api::Client::new(&cli.endpoints)
         .with_context(|| format!("use endpoints {:?}", cli.endpoints))?;
+    let token = match (cli.token, &cli.token_file) {
+        (Some(t), _) => Some(t),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("read --token-file {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    let client = match token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => client.with_token(t).context("use the token")?,
+        None => client,
+    };
     let out = Out::new(cli.output);
     match cli.command {
         Command::Get(a) => keys::get(&client, &out, a).await,
@@ -124,6 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ListMachines => fleet::list_machines(&client, &out).await,
         Command::Status(a) => fleet::status(&client, &out, a).await,
         Command::Journal(a) => fleet::journal(&client, a).await,
+        Command::Token(c) => token::run(&client, &out, c).await,
     }
 }
 
@@ -211,6 +235,28 @@ mod tests {
             Cli::try_parse_from(["shoalctl", "update", "upload", "f", "--version", "1"]).is_err()
         );
         assert!(Cli::try_parse_from(["shoalctl", "update", "/k"]).is_err());
+    }
+
+    #[test]
+    fn token_flags_and_commands_parse() {
+        let c = parse(&[
+            "--token",
+            "t0k",
+            "token",
+            "create",
+            "--role",
+            "node",
+            "--machine",
+            "m1",
+        ]);
+        assert_eq!(c.token.as_deref(), Some("t0k"));
+        assert!(matches!(
+            &c.command,
+            Command::Token(token::TokenCommand::Create { role: api::auth::Role::Node, machine_id: Some(m), .. }) if m == "m1"
+        ));
+        let c = parse(&["token", "revoke", "0123456789abcdef", "--token-file", "/t"]);
+        assert!(c.token_file.is_some());
+        assert!(Cli::try_parse_from(["shoalctl", "token", "create", "--role", "root"]).is_err());
     }
 
     #[test]

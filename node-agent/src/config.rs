@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:2379";
 /// Where the local key-space endpoint listens unless told otherwise.
 pub const DEFAULT_LOCAL_ENDPOINT: &str = "127.0.0.1:4001";
+/// The key prefix containers see through the local endpoint unless told otherwise.
+pub const DEFAULT_LOCAL_PREFIX: &str = "/";
 /// Lease TTL in seconds unless told otherwise.
 pub const DEFAULT_LEASE_TTL: u64 = 10;
 /// Where the agent keeps local state unless told otherwise.
@@ -118,6 +120,10 @@ pub struct RunArgs {
     /// Address of the local key-space endpoint for containers.
     #[arg(long, env = "SHOAL_LOCAL_ENDPOINT")]
     pub local_endpoint: Option<String>,
+    /// The key prefix containers may use through the local endpoint (default
+    /// `/`: every key but the reserved `_` directories such as `/_shoal`).
+    #[arg(long, env = "SHOAL_LOCAL_PREFIX")]
+    pub local_prefix: Option<String>,
     /// Lease TTL in seconds; renewed every third of it.
     #[arg(long, env = "SHOAL_LEASE_TTL")]
     pub lease_ttl: Option<u64>,
@@ -175,6 +181,9 @@ pub struct FileConfig {
     /// Local endpoint address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_endpoint: Option<String>,
+    /// The key prefix containers may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_prefix: Option<String>,
     /// Lease TTL in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ttl: Option<u64>,
@@ -243,6 +252,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Local endpoint address.
     pub local_endpoint: SocketAddr,
+    /// The keys containers may use through the local endpoint.
+    pub local_scope: crate::local::Scope,
     /// Lease TTL.
     pub lease_ttl: Duration,
     /// Host name override.
@@ -398,6 +409,17 @@ pub fn resolve(
         message: format!("{local:?}: {e}"),
     })?;
 
+    let prefix = args
+        .local_prefix
+        .clone()
+        .or_else(|| file.local_prefix.clone())
+        .unwrap_or_else(|| DEFAULT_LOCAL_PREFIX.to_owned());
+    let local_scope =
+        crate::local::Scope::new(&prefix).map_err(|message| ConfigError::Invalid {
+            what: "local prefix",
+            message,
+        })?;
+
     let ttl = args
         .lease_ttl
         .or(file.lease_ttl)
@@ -417,6 +439,7 @@ pub fn resolve(
         docker,
         state_dir,
         local_endpoint,
+        local_scope,
         lease_ttl: Duration::from_secs(ttl),
         hostname: args.hostname.clone().or_else(|| file.hostname.clone()),
         update: resolve_update(args, file)?,
@@ -535,6 +558,7 @@ mod tests {
         assert_eq!(s.machine_id, "abc123");
         assert_eq!(s.docker, DEFAULT_DOCKER);
         assert_eq!(s.local_endpoint.to_string(), "127.0.0.1:4001");
+        assert_eq!(s.local_scope.prefix(), "/");
         assert_eq!(s.lease_ttl, Duration::from_secs(10));
         assert_eq!(s.token, None);
         assert!(s.metadata.is_empty());
@@ -582,6 +606,23 @@ region = "eu"
         let cli = parse(&["--docker", "unix:///tmp/d.sock"]);
         let s = resolve(&cli.run, &FileConfig::default(), &e).expect("settings");
         assert_eq!(s.docker, "unix:///tmp/d.sock");
+    }
+
+    #[test]
+    fn local_prefix_from_flag_or_file_never_reserved() {
+        let file =
+            FileConfig::parse("local-prefix = \"/apps\"\n", Path::new("a.toml")).expect("file");
+        let s = resolve(&RunArgs::default(), &file, &env()).expect("settings");
+        assert_eq!(s.local_scope.prefix(), "/apps");
+        let s = resolve(&parse(&["--local-prefix", "/svc/"]).run, &file, &env()).expect("settings");
+        assert_eq!(s.local_scope.prefix(), "/svc");
+        assert!(matches!(
+            resolve(&parse(&["--local-prefix", "/_shoal"]).run, &file, &env()),
+            Err(ConfigError::Invalid {
+                what: "local prefix",
+                ..
+            })
+        ));
     }
 
     #[test]

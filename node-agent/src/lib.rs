@@ -28,22 +28,14 @@ use std::time::Duration;
 
 use api::client::parse_endpoints;
 use api::Client;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 
 /// A cluster client for `servers`, with `Authorization: Bearer` when a token is given.
 pub fn cluster_client(servers: &str, token: Option<&str>) -> anyhow::Result<Client> {
-    let endpoints = parse_endpoints(servers)?;
-    match token {
-        None => Ok(Client::with_endpoints(endpoints)?),
-        Some(t) => {
-            let mut value = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-                anyhow::anyhow!("the token holds characters not allowed in a header")
-            })?;
-            value.set_sensitive(true);
-            let headers = HeaderMap::from_iter([(AUTHORIZATION, value)]);
-            Ok(Client::with_default_headers(endpoints, headers)?)
-        }
-    }
+    let client = Client::with_endpoints(parse_endpoints(servers)?)?;
+    Ok(match token {
+        None => client,
+        Some(t) => client.with_token(t)?,
+    })
 }
 
 /// Retries `f` until it succeeds or `attempts` are used, sleeping `pause` between.

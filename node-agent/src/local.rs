@@ -4,6 +4,13 @@
 //! example spells it) is rewritten to `/v2/keys/*`. The upstream status,
 //! headers and body are streamed back, so long-poll watches work through it.
 //!
+//! Containers see only the keys of the [`Scope`] (`--local-prefix`, default
+//! `/`), and never a reserved directory (a top-level name starting with `_`,
+//! such as `/_shoal` and `/_auth`), whatever the prefix: the agent's own
+//! token stays the agent's. The key is decoded and cleaned as the server
+//! does it, checked, and forwarded re-encoded, so the key checked is the key
+//! the server sees.
+//!
 //! It also serves `GET /api/v1/journal/<instance>[?follow=true&tail=N]`: the
 //! logs of this machine's container for that instance (for `journal`).
 
@@ -45,18 +52,97 @@ pub enum LocalError {
     Client(#[source] reqwest::Error),
 }
 
-/// Maps a local path to the upstream path, or `None` when it is not forwarded.
-pub fn upstream_path(path: &str) -> Option<String> {
-    let is_keys = |p: &str, prefix: &str| {
-        p == prefix || p.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
-    };
-    if is_keys(path, "/v2/keys") {
-        Some(path.to_owned())
-    } else if is_keys(path, "/v1/keys") {
-        Some(format!("/v2/keys{}", &path["/v1/keys".len()..]))
-    } else {
-        None
+/// The raw (still percent-encoded) key of a local keys path, or `None` when
+/// the path is not forwarded.
+pub fn raw_key(path: &str) -> Option<&str> {
+    ["/v2/keys", "/v1/keys"]
+        .iter()
+        .find_map(|prefix| match path.strip_prefix(prefix)? {
+            "" => Some("/"),
+            rest if rest.starts_with('/') => Some(rest),
+            _ => None,
+        })
+}
+
+/// Decodes and cleans a raw key as the server does (`+` stays a plus; `.`,
+/// `..` and empty segments go), or `None` when it is not UTF-8.
+pub fn clean_key(raw: &str) -> Option<String> {
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
+    let mut parts: Vec<&str> = Vec::new();
+    for part in decoded.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
     }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// The keys the local endpoint serves: those under one prefix, never a
+/// reserved top-level directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    prefix: String,
+}
+
+impl Scope {
+    /// The scope of `prefix` (cleaned); a reserved directory is refused.
+    pub fn new(prefix: &str) -> Result<Self, String> {
+        let prefix = clean_key(prefix).ok_or_else(|| format!("{prefix:?} is not UTF-8"))?;
+        if reserved(&prefix) {
+            return Err(format!(
+                "{prefix} is reserved (top-level names starting with _ hold the cluster's own state)"
+            ));
+        }
+        Ok(Scope { prefix })
+    }
+
+    /// The prefix, cleaned.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `Ok` when containers may reach the cleaned `key`, else why not.
+    pub fn check(&self, key: &str) -> Result<(), String> {
+        if reserved(key) {
+            return Err(format!(
+                "{key} is reserved for the cluster; containers see keys under {}",
+                self.prefix
+            ));
+        }
+        let within = self.prefix == "/"
+            || key == self.prefix
+            || key.starts_with(&format!("{}/", self.prefix));
+        if within {
+            Ok(())
+        } else {
+            Err(format!(
+                "{key} is outside {}, the key prefix this host's containers may use",
+                self.prefix
+            ))
+        }
+    }
+}
+
+/// True for keys in a top-level directory whose name starts with `_`.
+fn reserved(key: &str) -> bool {
+    key.trim_start_matches('/').starts_with('_')
+}
+
+/// etcd v2's refusal (error 110) with the reason.
+fn refused(reason: &str) -> Response {
+    let body = api::error::EtcdError {
+        error_code: 110,
+        message: "The request requires user authentication".into(),
+        cause: reason.to_owned(),
+        index: 0,
+    };
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
 /// Hop-by-hop headers, never forwarded.
@@ -82,15 +168,18 @@ pub struct Forwarder {
     endpoints: Vec<Url>,
     preferred: AtomicUsize,
     token: Option<String>,
+    scope: Scope,
     docker: Option<Docker>,
 }
 
 impl Forwarder {
-    /// A forwarder to `endpoints` (tried in order while connections fail),
-    /// adding `Authorization: Bearer <token>` when the request has none.
+    /// A forwarder to `endpoints` (tried in order while connections fail) of
+    /// the keys in `scope`, adding `Authorization: Bearer <token>` when the
+    /// request has none.
     pub fn new(
         endpoints: Vec<Url>,
         token: Option<String>,
+        scope: Scope,
         docker: Option<Docker>,
     ) -> Result<Arc<Self>, LocalError> {
         let http = reqwest::Client::builder()
@@ -102,11 +191,13 @@ impl Forwarder {
             endpoints,
             preferred: AtomicUsize::new(0),
             token,
+            scope,
             docker,
         }))
     }
 
-    async fn forward(&self, req: Request, path: String) -> Response {
+    /// Forwards a keys request for the cleaned `key` to `/v2/keys<key>`.
+    async fn forward(&self, req: Request, key: String) -> Response {
         let (parts, body) = req.into_parts();
         let body = match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(b) => b,
@@ -138,7 +229,11 @@ impl Forwarder {
         for attempt in 0..n {
             let idx = (start + attempt) % n;
             let mut url = self.endpoints[idx].clone();
-            url.set_path(&path);
+            if let Ok(mut segments) = url.path_segments_mut() {
+                // Each segment percent-encoded: the server decodes exactly `key`.
+                segments.clear().extend(["v2", "keys"]);
+                segments.extend(key.split('/').skip(1));
+            }
             url.set_query(query.as_deref());
             let sent = self
                 .http
@@ -231,9 +326,15 @@ async fn handle(State(fwd): State<Arc<Forwarder>>, req: Request) -> Response {
         let query = req.uri().query().map(str::to_owned);
         return fwd.journal(instance, query.as_deref()).await;
     }
-    match upstream_path(&path) {
-        Some(upstream) => fwd.forward(req, upstream).await,
-        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    let Some(raw) = raw_key(&path) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let Some(key) = clean_key(raw) else {
+        return refused("the key is not UTF-8");
+    };
+    match fwd.scope.check(&key) {
+        Ok(()) => fwd.forward(req, key).await,
+        Err(why) => refused(&why),
     }
 }
 
@@ -266,20 +367,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_map_to_v2_keys() {
-        assert_eq!(upstream_path("/v2/keys").as_deref(), Some("/v2/keys"));
-        assert_eq!(
-            upstream_path("/v2/keys/a/b").as_deref(),
-            Some("/v2/keys/a/b")
-        );
-        assert_eq!(
-            upstream_path("/v1/keys/database").as_deref(),
-            Some("/v2/keys/database")
-        );
-        assert_eq!(upstream_path("/v1/keys").as_deref(), Some("/v2/keys"));
-        assert_eq!(upstream_path("/v2/keysx"), None);
-        assert_eq!(upstream_path("/v2/members"), None);
-        assert_eq!(upstream_path("/"), None);
+    fn paths_map_to_keys() {
+        assert_eq!(raw_key("/v2/keys"), Some("/"));
+        assert_eq!(raw_key("/v2/keys/a/b"), Some("/a/b"));
+        assert_eq!(raw_key("/v1/keys/database"), Some("/database"));
+        assert_eq!(raw_key("/v1/keys"), Some("/"));
+        assert_eq!(raw_key("/v2/keysx"), None);
+        assert_eq!(raw_key("/v2/members"), None);
+        assert_eq!(raw_key("/"), None);
+        assert_eq!(clean_key("/a/./b//c/").as_deref(), Some("/a/b/c"));
+        assert_eq!(clean_key("/apps/%2E%2E/_shoal").as_deref(), Some("/_shoal"));
+        assert_eq!(clean_key("/a+b%2Fc").as_deref(), Some("/a+b/c"));
+        assert_eq!(clean_key("/%FF"), None);
+    }
+
+    #[test]
+    fn scope_keeps_containers_out_of_the_cluster_state() -> Result<(), String> {
+        let all = Scope::new("/")?;
+        assert!(all.check("/services/api").is_ok());
+        assert!(all.check("/").is_ok());
+        assert!(all.check("/_shoal/machines/m1").is_err());
+        assert!(all.check("/_auth").is_err());
+        let apps = Scope::new("apps/")?;
+        assert_eq!(apps.prefix(), "/apps");
+        assert!(apps.check("/apps").is_ok());
+        assert!(apps.check("/apps/db/url").is_ok());
+        assert!(apps.check("/appsx").is_err());
+        assert!(apps.check("/").is_err());
+        assert!(Scope::new("/_shoal").is_err());
+        Ok(())
     }
 
     /// A tiny upstream that echoes method, path, query, auth and body.
@@ -325,7 +441,8 @@ mod tests {
         let endpoints =
             api::client::parse_endpoints(&format!("http://{dead_addr},http://{upstream}"))
                 .expect("endpoints");
-        let fwd = Forwarder::new(endpoints, Some("t0k".into()), None).expect("forwarder");
+        let scope = Scope::new("/").expect("scope");
+        let fwd = Forwarder::new(endpoints, Some("t0k".into()), scope, None).expect("forwarder");
         let listener = bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
@@ -360,6 +477,25 @@ mod tests {
             r.text().await.expect("body"),
             "GET /v2/keys/a - Bearer mine "
         );
+        // Decoded and cleaned before the check, re-encoded after it.
+        let r = http
+            .get(format!("http://{local}/v2/keys/a/%252E%252E/b%20c/../d"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            r.text().await.expect("body"),
+            "GET /v2/keys/a/%252E%252E/d - Bearer t0k "
+        );
+        for reserved in ["/v2/keys/_shoal/machines/m2", "/v2/keys/x/%2E%2E/_auth"] {
+            let r = http
+                .put(format!("http://{local}{reserved}"))
+                .form(&[("value", "forged")])
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(r.status(), 403, "{reserved}");
+        }
         let r = http
             .get(format!("http://{local}/other"))
             .send()

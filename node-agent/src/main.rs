@@ -113,7 +113,12 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
     let lease_task = tokio::spawn(lease.clone().run(stopped()));
 
     let endpoints = client.endpoints().to_vec();
-    let fwd = local::Forwarder::new(endpoints, settings.token.clone(), Some(docker.clone()))?;
+    let fwd = local::Forwarder::new(
+        endpoints,
+        settings.token.clone(),
+        settings.local_scope.clone(),
+        Some(docker.clone()),
+    )?;
     let listener = local::bind(settings.local_endpoint).await?;
     tracing::info!(addr = %settings.local_endpoint, "local endpoint listening");
     let local_task = tokio::spawn(local::serve(listener, fwd, stopped()));

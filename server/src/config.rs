@@ -50,7 +50,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SHOAL_INITIAL_CLUSTER_TOKEN",
-        default_value = "shoal-cluster"
+        default_value = DEFAULT_CLUSTER_TOKEN
     )]
     pub initial_cluster_token: String,
     /// Heartbeat interval in milliseconds.
@@ -81,6 +81,17 @@ pub struct Config {
     /// output), served at `/pkg`; default: `target/site/pkg` found from the binary.
     #[arg(long, env = "SHOAL_DASHBOARD_PKG_DIR")]
     pub dashboard_pkg_dir: Option<PathBuf>,
+    /// Require a token on the client port (roles admin, operator, viewer,
+    /// node). Without it the server listens on loopback addresses only.
+    #[arg(long, env = "SHOAL_AUTH")]
+    pub auth: bool,
+    /// A known admin token to create on first start instead of a random one
+    /// (for automation; the variable keeps it off the command line).
+    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the known admin token (see --admin-token).
+    #[arg(long, env = "SHOAL_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Validated settings the server runs with.
@@ -120,6 +131,23 @@ pub struct Settings {
     pub update_public_key: Option<PathBuf>,
     /// The dashboard's wasm package directory, if set.
     pub dashboard_pkg_dir: Option<PathBuf>,
+    /// True when the client port requires tokens.
+    pub auth: bool,
+    /// The known admin token to create on first start, if given.
+    pub admin_token: Option<String>,
+}
+
+/// The cluster token members use unless told otherwise.
+pub const DEFAULT_CLUSTER_TOKEN: &str = "shoal-cluster";
+
+/// True when `url`'s host is a loopback address (or `localhost`).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 fn parse_urls(list: &str, what: &str) -> anyhow::Result<Vec<Url>> {
@@ -193,6 +221,36 @@ impl Config {
         if self.election_timeout < 2 * self.heartbeat_interval {
             bail!("--election-timeout must be at least twice --heartbeat-interval");
         }
+        if !self.auth {
+            if let Some(url) = client_listen.iter().find(|u| !is_loopback(u)) {
+                bail!(
+                    "--listen-client-urls {url} is not a loopback address: anyone who reaches it \
+                     could run anything on every host; start with --auth (tokens required) or \
+                     listen on 127.0.0.1"
+                );
+            }
+        } else if self.initial_cluster_token == DEFAULT_CLUSTER_TOKEN && !is_loopback(&peer_listen)
+        {
+            bail!(
+                "--listen-peer-urls {peer_listen} is not a loopback address and the cluster token \
+                 is the default: with --auth, give every member a secret --initial-cluster-token \
+                 (whoever knows it can write to the raft log)"
+            );
+        }
+        let admin_token = match (self.admin_token, &self.admin_token_file) {
+            (Some(t), _) => Some(t),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --admin-token-file {}", path.display()))?,
+            ),
+            (None, None) => None,
+        }
+        .map(|t| t.trim().to_owned());
+        if let Some(t) = &admin_token {
+            if t.len() < 16 || t.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                bail!("the admin token must be at least 16 characters, without spaces");
+            }
+        }
         Ok(Settings {
             name: self.name,
             id,
@@ -211,6 +269,8 @@ impl Config {
             write_timeout: Duration::from_secs(self.write_timeout),
             update_public_key: self.update_public_key,
             dashboard_pkg_dir: self.dashboard_pkg_dir,
+            auth: self.auth,
+            admin_token,
         })
     }
 }
@@ -244,6 +304,45 @@ mod tests {
         );
         assert!(parse(&["--initial-cluster-state", "maybe"]).is_err());
         assert!(parse(&["--initial-cluster", "default"]).is_err());
+    }
+
+    #[test]
+    fn non_loopback_clients_need_auth() -> anyhow::Result<()> {
+        let open = ["--listen-client-urls", "http://0.0.0.0:2379"];
+        let err = parse(&open)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("--auth"), "{err}");
+        assert!(parse(&["--listen-client-urls", "http://localhost:2379"]).is_ok());
+        assert!(parse(&["--listen-client-urls", "http://[::1]:2379"]).is_ok());
+        let s = parse(&["--auth", open[0], open[1]])?;
+        assert!(s.auth);
+        Ok(())
+    }
+
+    #[test]
+    fn auth_on_a_public_peer_port_needs_a_secret_cluster_token() -> anyhow::Result<()> {
+        let public_peer = ["--auth", "--listen-peer-urls", "http://10.0.0.1:2380"];
+        assert!(parse(&public_peer).is_err());
+        let mut with_secret = public_peer.to_vec();
+        with_secret.extend(["--initial-cluster-token", "a-long-secret"]);
+        assert!(parse(&with_secret).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn admin_token_from_flag_or_file() -> anyhow::Result<()> {
+        let s = parse(&["--auth", "--admin-token", " 0123456789abcdef\n"])?;
+        assert_eq!(s.admin_token.as_deref(), Some("0123456789abcdef"));
+        assert!(parse(&["--auth", "--admin-token", "short"]).is_err());
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("admin");
+        std::fs::write(&file, "fedcba9876543210fedcba\n")?;
+        let path = file.to_str().unwrap_or_default();
+        let s = parse(&["--auth", "--admin-token-file", path])?;
+        assert_eq!(s.admin_token.as_deref(), Some("fedcba9876543210fedcba"));
+        Ok(())
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! `run` wires the parts: storage (`db`, `raft`), the member handle
 //! (`member`), the leader's TTL expiry (`expiry`), payload replication
-//! (`updates::replicate`) and the HTTP routers (`http`).
+//! (`updates::replicate`), tokens and roles (`auth`) and the HTTP routers (`http`).
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod engine;
@@ -106,12 +107,27 @@ pub async fn run(
     .await
     .context("starting raft")?;
 
-    if settings.bootstrap && !raft.is_initialized().await.context("reading raft state")? {
+    let fresh = !raft.is_initialized().await.context("reading raft state")?;
+    if settings.bootstrap && fresh {
         let members: BTreeMap<_, _> = settings.initial_cluster.iter().cloned().collect();
         if let Err(e) = raft.initialize(members).await {
             tracing::info!(%e, "cluster already initialized");
         }
     }
+
+    let mut member_headers = reqwest::header::HeaderMap::new();
+    if settings.auth {
+        let credential = format!(
+            "Bearer {}",
+            auth::member_credential(&settings.cluster_token)
+        );
+        let mut value = reqwest::header::HeaderValue::from_str(&credential)
+            .context("member credential is not a valid header")?;
+        value.set_sensitive(true);
+        member_headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let client_http = updates::replicate::client(member_headers)
+        .context("building the client-port HTTP client")?;
 
     let member = Arc::new(Member {
         id: settings.id,
@@ -120,6 +136,7 @@ pub async fn run(
         raft: raft.clone(),
         keys,
         http: http_client,
+        client_http,
         started: chrono::Utc::now(),
         stats: StoreStats::default(),
         timeouts: Timeouts {
@@ -134,7 +151,19 @@ pub async fn run(
         &settings.data_dir,
         settings.update_public_key.as_deref(),
     )?);
+    let auth = Arc::new(auth::Auth::new(
+        member.clone(),
+        settings.auth,
+        &settings.cluster_token,
+    ));
     let mut servers = tokio::task::JoinSet::new();
+    if settings.auth && settings.bootstrap && fresh {
+        // The first member of --initial-cluster makes the random admin token,
+        // so a new cluster has exactly one; a known token is the same everywhere.
+        let first = settings.initial_cluster.first().map(|(id, _)| *id) == Some(settings.id);
+        // Detached: it ends after one write, which must not end the member.
+        tokio::spawn(auth.clone().bootstrap(settings.admin_token.clone(), first));
+    }
     let peer_listener = bind(&settings.peer_listen).await?;
     let peer_app = http::peer_router(member.clone(), settings.cluster_token.clone());
     servers.spawn(async move {
@@ -150,6 +179,7 @@ pub async fn run(
             settings.max_request_bytes,
             updates.clone(),
             &pkg_dir,
+            auth.clone(),
         );
         servers.spawn(async move { axum::serve(listener, app).await.context("client server") });
     }

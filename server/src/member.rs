@@ -110,6 +110,10 @@ pub struct Member {
     pub keys: Arc<Shared>,
     /// HTTP client for peer calls.
     pub http: reqwest::Client,
+    /// HTTP client for other members' client URLs (payload replication, the
+    /// dashboard's stats): no redirects, bounded connects and stalls, and the
+    /// members' credential when auth is on (never the cluster token).
+    pub client_http: reqwest::Client,
     /// When this member started.
     pub started: DateTime<Utc>,
     /// Store operation counters.

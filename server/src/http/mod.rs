@@ -3,6 +3,7 @@
 //! calls between members. Peers never reach the client port and clients have
 //! no business on the peer port.
 
+pub mod auth;
 pub mod dashboard;
 pub mod events;
 pub mod fleet;
@@ -30,12 +31,14 @@ use crate::keyspace::{ErrorCode, KeyError};
 use crate::member::Member;
 use crate::updates::Updates;
 
-/// Routes on the client port. Payload uploads stream to disk, outside the body limit.
+/// Routes on the client port. Payload uploads stream to disk, outside the body
+/// limit; the auth layer (`auth::require`) is outermost, so it covers them too.
 pub fn client_router(
     member: Arc<Member>,
     max_body: usize,
     updates: Arc<Updates>,
     pkg_dir: &Path,
+    auth: Arc<crate::auth::Auth>,
 ) -> Router {
     let dashboard = dashboard::router(member.clone(), updates.clone(), pkg_dir);
     Router::new()
@@ -76,12 +79,17 @@ pub fn client_router(
         .route("/api/v1/elections/{name}/resign", post(locks::resign))
         .with_state(member)
         .merge(updates::router(updates.clone()))
+        .merge(auth::router(auth.clone()))
         .merge(dashboard)
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             too_large_as_json(req, next, max_body)
         }))
         .merge(updates::upload_router(updates))
+        .layer(middleware::from_fn_with_state(
+            auth::Guard { auth, max_body },
+            auth::require,
+        ))
 }
 
 /// An `/api/v1` error answer: `{"error":{"code":...,"message":...}}` with `status`.

@@ -14,6 +14,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use subtle::ConstantTimeEq as _;
 
 use crate::keyspace::{Event, Op};
 use crate::member::{Member, MemberInfo, ServeError};
@@ -40,8 +41,10 @@ pub fn router(member: Arc<Member>, token: String) -> Router {
                 let given = req
                     .headers()
                     .get(TOKEN_HEADER)
-                    .and_then(|v| v.to_str().ok());
-                if given != Some(token.as_str()) {
+                    .map(|v| v.as_bytes())
+                    .unwrap_or_default();
+                // Constant time: the answer's timing says nothing about the token.
+                if !bool::from(given.ct_eq(token.as_bytes())) {
                     return (StatusCode::FORBIDDEN, "wrong or missing cluster token")
                         .into_response();
                 }

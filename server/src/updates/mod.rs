@@ -179,7 +179,7 @@ impl Updates {
             }
             None => None,
         };
-        let peers = replicate::client().context("building the payload replication client")?;
+        let peers = member.client_http.clone();
         Ok(Updates {
             member,
             store,

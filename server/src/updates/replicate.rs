@@ -86,9 +86,11 @@ fn describe(failures: &[(String, FetchError)]) -> String {
         .join("; ")
 }
 
-/// The HTTP client for fetches and probes: no redirects, bounded connects and stalls.
-pub fn client() -> reqwest::Result<reqwest::Client> {
+/// The HTTP client for fetches and probes: no redirects, bounded connects and
+/// stalls, `headers` (the members' credential) on every request.
+pub fn client(headers: reqwest::header::HeaderMap) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(STALL_TIMEOUT)

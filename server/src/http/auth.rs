@@ -1,0 +1,410 @@
+//! Authentication and authorization on the client port, and `/api/v1/tokens`.
+//!
+//! [`require`] is the outermost layer of the client router: it takes the
+//! token from `Authorization: Bearer <token>` or HTTP Basic (the password is
+//! the token, the user name is free, as etcd v2 clients send it), looks it
+//! up (`crate::auth::Auth`) and asks `crate::auth::policy::authorize`.
+//! No or an unknown token: 401; too few rights: 403; both with the reason,
+//! as etcd v2's error 110 on `/v2/keys`, as the `/api/v1` error body on
+//! `/api/*`, as FleetLock's on `/v1/*`, and as `{"message":...}` elsewhere.
+//!
+//! Node tokens' writes that depend on content are checked here: the body
+//! of a state write, lock call, FleetLock call or check-in must name the
+//! token's machine, and a state may be deleted only if the stored one is
+//! that machine's. Keys requests are parsed exactly as `keys::handle` will
+//! parse them, so the key checked is the key written.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use base64::Engine as _;
+use percent_encoding::percent_decode_str;
+
+use super::api_error;
+use super::form::{self, Form};
+use super::keys::KeyRequest;
+use crate::auth::policy::{self, Access, Check, Decision, Subject};
+use crate::auth::{Auth, TokenError};
+use crate::keyspace::ErrorCode;
+use crate::member::ServeError;
+
+/// State of the [`require`] layer.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// Token lookup and records.
+    pub auth: Arc<Auth>,
+    /// Largest body read for a check (the body limit of the routes behind).
+    pub max_body: usize,
+}
+
+/// `/api/v1/tokens`: `GET` lists, `POST` creates, `DELETE /{id}` revokes (admins only, by policy).
+pub fn router(auth: Arc<Auth>) -> Router {
+    Router::new()
+        .route("/api/v1/tokens", get(list).post(create))
+        .route("/api/v1/tokens/{id}", delete(revoke))
+        .with_state(auth)
+}
+
+async fn list(State(auth): State<Arc<Auth>>) -> Json<api::auth::TokenList> {
+    Json(api::auth::TokenList {
+        tokens: auth.list(),
+    })
+}
+
+async fn create(
+    State(auth): State<Arc<Auth>>,
+    body: Result<Json<api::auth::CreateToken>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    match auth.create(req).await {
+        Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
+        Err(e) => token_error(&e),
+    }
+}
+
+async fn revoke(State(auth): State<Arc<Auth>>, Path(id): Path<String>) -> Response {
+    match auth.revoke(&id).await {
+        Ok(info) => Json(info).into_response(),
+        Err(e) => token_error(&e),
+    }
+}
+
+fn token_error(e: &TokenError) -> Response {
+    match e {
+        TokenError::BadRequest(m) => api_error(StatusCode::BAD_REQUEST, "bad_request", m.clone()),
+        TokenError::NotFound(_) => api_error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        TokenError::Serve(ServeError::Key(k)) if k.code == ErrorCode::NodeExist => api_error(
+            StatusCode::CONFLICT,
+            "exists",
+            "a token with this id exists; try again",
+        ),
+        TokenError::Serve(s) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            s.to_string(),
+        ),
+    }
+}
+
+/// The token a request presents: `Ok(None)` without an `Authorization` header.
+fn presented(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| "the Authorization header is not text")?;
+    let (scheme, rest) = text.trim().split_once(' ').unwrap_or((text, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+        return Ok(Some(rest.to_owned()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or("the Basic credentials are not base64 of user:token")?;
+        let (_, password) = decoded
+            .split_once(':')
+            .ok_or("the Basic credentials are not user:token")?;
+        if !password.is_empty() {
+            return Ok(Some(password.to_owned()));
+        }
+    }
+    Err("the Authorization header must be `Bearer <token>` or Basic with the token as password")
+}
+
+/// Which error shape an answer takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Etcd,
+    Api,
+    FleetLock,
+    Message,
+}
+
+fn shape(path: &str) -> Shape {
+    if policy::key_of(path).is_some() {
+        Shape::Etcd
+    } else if path.starts_with("/api/") {
+        Shape::Api
+    } else if path.starts_with("/v1/") {
+        Shape::FleetLock
+    } else {
+        Shape::Message
+    }
+}
+
+/// A 401 or 403 with the reason, in the shape of the API asked.
+fn refuse(status: StatusCode, path: &str, reason: &str, index: u64) -> Response {
+    let shape = shape(path);
+    let mut resp = match shape {
+        Shape::Etcd => {
+            let body = api::error::EtcdError {
+                error_code: 110,
+                message: "The request requires user authentication".into(),
+                cause: reason.to_owned(),
+                index,
+            };
+            let mut resp = (status, Json(body)).into_response();
+            resp.headers_mut()
+                .insert("X-Etcd-Index", HeaderValue::from(index));
+            resp
+        }
+        Shape::Api => {
+            let code = if status == StatusCode::UNAUTHORIZED {
+                "unauthenticated"
+            } else {
+                "forbidden"
+            };
+            api_error(status, code, reason)
+        }
+        Shape::FleetLock => {
+            let kind = if status == StatusCode::UNAUTHORIZED {
+                "unauthenticated"
+            } else {
+                "forbidden"
+            };
+            let body = serde_json::json!({ "kind": kind, "value": reason });
+            (status, Json(body)).into_response()
+        }
+        Shape::Message => (status, Json(serde_json::json!({ "message": reason }))).into_response(),
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = if shape == Shape::Api {
+            "Bearer realm=\"shoal\""
+        } else {
+            "Basic realm=\"shoal\""
+        };
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    resp
+}
+
+/// The layer: passes public and permitted requests on, refuses the others.
+pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    let auth = &guard.auth;
+    if !auth.enabled() {
+        return next.run(req).await;
+    }
+    let raw_path = req.uri().path().to_owned();
+    let decoded = percent_decode_str(&raw_path)
+        .decode_utf8_lossy()
+        .into_owned();
+    if policy::is_public(req.method(), &decoded) {
+        return next.run(req).await;
+    }
+    let index = || auth.member().keys.read().index();
+    let principal = match presented(req.headers()) {
+        Ok(Some(token)) => match auth.authenticate(&token) {
+            Some(p) => p,
+            None => {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    &decoded,
+                    "unknown or revoked token",
+                    index(),
+                )
+            }
+        },
+        Ok(None) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                &decoded,
+                "no credentials: send Authorization: Bearer <token> (or HTTP Basic with the token as password)",
+                index(),
+            )
+        }
+        Err(why) => return refuse(StatusCode::UNAUTHORIZED, &decoded, why, index()),
+    };
+    let subject = principal.subject();
+    let method = req.method().clone();
+
+    // Keys requests: buffer the (small, limited) body and parse as the handler will.
+    let (req, keys) = if raw_path == "/v2/keys" || raw_path.starts_with("/v2/keys/") {
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, guard.max_body).await {
+            Ok(b) => b,
+            Err(_) => return too_large(guard.max_body),
+        };
+        let raw_key = raw_path.strip_prefix("/v2/keys").unwrap_or("/");
+        let parsed = form::decode(&raw_key.replace('+', "%2B"))
+            .and_then(|key| Form::parse(&bytes, parts.uri.query()).map(|f| (key, f)))
+            .and_then(|(key, f)| KeyRequest::parse(&method, &key, &f));
+        // On a parse error the handler answers the same etcd error without
+        // touching the store; the cleaned key is authorized all the same.
+        (
+            Request::from_parts(parts, Body::from(bytes)),
+            Some(parsed.ok()),
+        )
+    } else {
+        (req, None)
+    };
+    let (path, recursive_watch) = match &keys {
+        Some(Some(k)) => (format!("/v2/keys{}", k.key), k.wait && k.recursive),
+        Some(None) => {
+            let key = crate::keyspace::path::clean(decoded.strip_prefix("/v2/keys").unwrap_or("/"));
+            (format!("/v2/keys{key}"), false)
+        }
+        None => (decoded.clone(), false),
+    };
+    let access = Access {
+        method: &method,
+        path: &path,
+        recursive_watch,
+    };
+    let check = match policy::authorize(subject, &access) {
+        Decision::Allow => return next.run(req).await,
+        Decision::Deny(why) => return refuse(StatusCode::FORBIDDEN, &path, &why, index()),
+        Decision::Check(check) => check,
+    };
+    let Subject::Node(machine) = subject else {
+        return refuse(StatusCode::FORBIDDEN, &path, "not permitted", index());
+    };
+    let machine = machine.to_owned();
+    let (req, passed) = match (check, keys) {
+        (Check::StateValue, Some(Some(k))) => {
+            let ok = k
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_str::<api::fleet::InstanceState>(v).ok())
+                .is_some_and(|s| s.machine_id == machine);
+            (req, ok)
+        }
+        (Check::StoredState, Some(Some(k))) => {
+            let ok = auth.may_delete_state(&k.key, &machine);
+            (req, ok)
+        }
+        (Check::LockHolder | Check::FleetLockId | Check::CheckIn, None) => {
+            let (parts, body) = req.into_parts();
+            let bytes = match axum::body::to_bytes(body, guard.max_body).await {
+                Ok(b) => b,
+                Err(_) => return too_large(guard.max_body),
+            };
+            let ok = body_names(check, &bytes, &machine);
+            (Request::from_parts(parts, Body::from(bytes)), ok)
+        }
+        _ => (req, false),
+    };
+    if passed {
+        return next.run(req).await;
+    }
+    let why = match check {
+        Check::StateValue => {
+            format!("a node token writes only states whose machine_id is {machine}")
+        }
+        Check::StoredState => format!("this state was not reported by machine {machine}"),
+        Check::LockHolder => {
+            format!("a node token takes and releases lock slots only as holder {machine}")
+        }
+        Check::FleetLockId => {
+            format!("a node token speaks FleetLock only with client_params.id {machine}")
+        }
+        Check::CheckIn => format!("a node token checks in only as machine_id {machine}"),
+    };
+    refuse(StatusCode::FORBIDDEN, &path, &why, index())
+}
+
+/// True when the JSON body names `machine` where the check looks.
+fn body_names(check: Check, body: &Bytes, machine: &str) -> bool {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let named = match check {
+        Check::LockHolder => &value["holder"],
+        Check::FleetLockId => &value["client_params"]["id"],
+        Check::CheckIn => &value["machine_id"],
+        Check::StateValue | Check::StoredState => return false,
+    };
+    named.as_str() == Some(machine)
+}
+
+fn too_large(max_body: usize) -> Response {
+    api_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("request body larger than {max_body} bytes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(header::AUTHORIZATION, v);
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_and_basic_carry_the_token() {
+        assert_eq!(presented(&HeaderMap::new()), Ok(None));
+        assert_eq!(presented(&headers("Bearer abc")), Ok(Some("abc".into())));
+        assert_eq!(presented(&headers("bearer  abc ")), Ok(Some("abc".into())));
+        let basic = base64::engine::general_purpose::STANDARD.encode("root:s3cret:x");
+        assert_eq!(
+            presented(&headers(&format!("Basic {basic}"))),
+            Ok(Some("s3cret:x".into()))
+        );
+        assert!(presented(&headers("Basic !!!")).is_err());
+        let no_password = base64::engine::general_purpose::STANDARD.encode("root:");
+        assert!(presented(&headers(&format!("Basic {no_password}"))).is_err());
+        assert!(presented(&headers("Token abc")).is_err());
+        assert!(presented(&headers("Bearer")).is_err());
+    }
+
+    #[test]
+    fn bodies_must_name_the_machine() {
+        let m = "m1";
+        let body = |s: &str| Bytes::from(s.to_owned());
+        assert!(body_names(
+            Check::LockHolder,
+            &body(r#"{"holder":"m1","ttl":5}"#),
+            m
+        ));
+        assert!(!body_names(
+            Check::LockHolder,
+            &body(r#"{"holder":"m2"}"#),
+            m
+        ));
+        assert!(!body_names(Check::LockHolder, &body("not json"), m));
+        assert!(body_names(
+            Check::FleetLockId,
+            &body(r#"{"client_params":{"id":"m1","group":"default"}}"#),
+            m
+        ));
+        assert!(!body_names(Check::CheckIn, &body(r#"{"machine_id":1}"#), m));
+        assert!(body_names(
+            Check::CheckIn,
+            &body(r#"{"machine_id":"m1"}"#),
+            m
+        ));
+    }
+
+    #[test]
+    fn refusals_take_each_api_shape() {
+        let r = refuse(StatusCode::UNAUTHORIZED, "/v2/keys/a", "no", 7);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(shape("/api/v1/units"), Shape::Api);
+        assert_eq!(shape("/v1/pre-reboot"), Shape::FleetLock);
+        assert_eq!(shape("/v2/members"), Shape::Message);
+        assert_eq!(shape("/v2/keys"), Shape::Etcd);
+    }
+}
