@@ -9,13 +9,13 @@
 //! uploader.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 
 use crate::harness::{seeded_bytes, shoalctl, shoalctl_ok, Cluster, Flavor};
+use crate::update_host::path_str;
 
 async fn checkin(
     base: &str,
@@ -46,10 +46,6 @@ async fn channel(base: &str) -> Result<Value> {
             .json()
             .await?,
     )
-}
-
-fn path_str(p: &Path) -> Result<&str> {
-    p.to_str().context("temporary path is not UTF-8")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,31 +162,7 @@ async fn signed_upload_ranged_download_and_rollout_decisions() -> Result<()> {
     ensure!(!ok && err.contains("conflict"), "{err}");
 
     eprintln!("--- a download resumes from an offset with a Range request");
-    let url = format!("{base}/api/v1/updates/payloads/{sha}");
-    let offset = 1_000_003usize;
-    let resp = http
-        .get(&url)
-        .header("Range", format!("bytes={offset}-"))
-        .send()
-        .await?;
-    ensure!(
-        resp.status().as_u16() == 206,
-        "range answer {}",
-        resp.status()
-    );
-    let tail = resp.bytes().await?;
-    ensure!(
-        tail.len() == data.len() - offset,
-        "tail of {} bytes",
-        tail.len()
-    );
-    ensure!(tail[..] == data[offset..], "the ranged bytes differ");
-    let whole = http.get(&url).send().await?;
-    ensure!(whole.status().as_u16() == 200);
-    ensure!(
-        whole.bytes().await?[..] == data[..],
-        "the whole payload differs"
-    );
+    check_download(&http, &base, &sha, &data).await?;
     let missing = http
         .get(format!("{base}/api/v1/updates/payloads/{}", "0".repeat(64)))
         .send()
@@ -361,7 +333,7 @@ async fn wait_held(http: &reqwest::Client, base: &str, sha: &str, timeout: Durat
     }
 }
 
-/// The whole payload and a Range of it from `base`, served there (no redirect).
+/// The whole payload, its tail from an offset and a closed Range of it from `base`, served there (no redirect).
 async fn check_download(http: &reqwest::Client, base: &str, sha: &str, data: &[u8]) -> Result<()> {
     let url = format!("{base}/api/v1/updates/payloads/{sha}");
     let whole = http.get(&url).send().await?;
@@ -376,6 +348,21 @@ async fn check_download(http: &reqwest::Client, base: &str, sha: &str, data: &[u
         "{base}: the whole payload differs ({} bytes, want {})",
         bytes.len(),
         data.len()
+    );
+    let offset = 1_000_003usize;
+    let tail = http
+        .get(&url)
+        .header("Range", format!("bytes={offset}-"))
+        .send()
+        .await?;
+    ensure!(
+        tail.status().as_u16() == 206,
+        "{base}: open range download answered {}",
+        tail.status()
+    );
+    ensure!(
+        tail.bytes().await?[..] == data[offset..],
+        "{base}: the bytes from {offset} on differ"
     );
     let (from, to) = (777_777usize, 1_234_566usize);
     let part = http
