@@ -6,9 +6,13 @@
 //! REST API says (members and leader, counts, machine cards per region with
 //! their instances, units with where each instance runs and why one cannot
 //! be placed); the navigation links switch views in the page (no reload);
-//! the Topology filter works in the browser; a unit submitted through the
-//! API appears on the open page by itself (the event stream). Screenshots of
-//! the three views go to `docs/screenshots/` (the README shows them).
+//! the Topology filter works in the browser; a unit submitted from the page
+//! becomes running there by itself (the event stream), and a bad one gets
+//! the server's error next to the form with the typed text kept; Pause on
+//! the Updates page pauses the rollout (the API says so); a key edited on
+//! the Key space page fires the page's watch; the Events page lists the
+//! machines joining and filters by kind. Screenshots of the views go to
+//! `docs/screenshots/` (the README shows them).
 //!
 //! Needs Chromium and chromedriver (fails rather than skips when
 //! `SHOAL_REQUIRE_BROWSER=1`), the wasm package (`scripts/build-frontend`;
@@ -86,6 +90,22 @@ async fn dashboard_in_chromium() -> Result<()> {
         s["instances"][0]["unplaced_reason"].is_string()
     })
     .await?;
+    let channel = reqwest::Client::new()
+        .put(format!("{base}/api/v1/updates/channels/stable"))
+        .json(&json!({"max_reboots": 2, "canaries": 1, "windows": ["Sat 02:00 4h"]}))
+        .send()
+        .await?;
+    ensure!(
+        channel.status().is_success(),
+        "channel: {}",
+        channel.status()
+    );
+    let key = reqwest::Client::new()
+        .put(format!("{base}/v2/keys/dash/colour"))
+        .form(&[("value", "blue")])
+        .send()
+        .await?;
+    ensure!(key.status().is_success(), "key: {}", key.status());
     eprintln!("    fleet ready after {:?}", started.elapsed());
 
     let driver = Chromedriver::start(&tools, dir.path())?;
@@ -94,7 +114,16 @@ async fn dashboard_in_chromium() -> Result<()> {
     let log = browser_log(&client).await;
     let _ = client.close().await;
     result?;
-    let severe: Vec<&Value> = log.iter().filter(|e| e["level"] == "SEVERE").collect();
+    // The unit submitted with a mistake is refused on purpose: its one failed request is expected.
+    let refused = |e: &Value| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/ui/fn/submit_unit") && m.contains("status of 500"))
+    };
+    let severe: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["level"] == "SEVERE" && !refused(e))
+        .collect();
     ensure!(
         severe.is_empty(),
         "the browser console has errors: {severe:?}"
@@ -179,13 +208,42 @@ async fn browse(client: &Client, base: &str, run: &str) -> Result<()> {
     );
     same_page(client, "/ui/units").await?;
 
-    eprintln!("--- a unit submitted through the API appears on the open page");
-    submit(
-        base,
-        &json!({"name": "worker", "image": IMAGE, "command": ["sleep", "3600"],
-                "desired": "launched", "placement": {"machine-metadata": {"disk": ["ssd"]}}}),
-    )
+    eprintln!(
+        "--- a unit with a mistake, submitted from the page: the error in words, the text kept"
+    );
+    let bad = r#"{"name": "worker", "image": 7}"#;
+    client
+        .find(Locator::Css("details.submit summary"))
+        .await?
+        .click()
+        .await?;
+    type_into(client, "#submit-unit textarea", bad).await?;
+    client
+        .find(Locator::Css("#submit-unit button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    let shown = wait_js(client, "the submit error", SUBMIT_JS, |v| {
+        v["error"].as_str().is_some_and(|e| !e.is_empty())
+    })
     .await?;
+    ensure!(
+        shown["text"] == bad
+            && shown["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not a valid unit")),
+        "the error should say why and keep the text: {shown}"
+    );
+
+    eprintln!("--- a unit submitted from the page becomes running on the page");
+    let worker = json!({"name": "worker", "image": IMAGE, "command": ["sleep", "3600"],
+                        "desired": "launched", "placement": {"machine-metadata": {"disk": ["ssd"]}}});
+    type_into(client, "#submit-unit textarea", &worker.to_string()).await?;
+    client
+        .find(Locator::Css("#submit-unit button[type=submit]"))
+        .await?
+        .click()
+        .await?;
     wait_js(client, "worker shown running", UNITS_JS, |v| {
         v.as_array()
             .into_iter()
@@ -206,6 +264,130 @@ async fn browse(client: &Client, base: &str, run: &str) -> Result<()> {
     );
     same_page(client, "/").await?;
     screenshot(client, &shots.join("overview.png")).await?;
+
+    eprintln!("--- Updates, by its link: the channel's policy; Pause pauses it in the API");
+    click_nav(client, "/ui/updates").await?;
+    wait_js(client, "the stable channel rolling", CHANNEL_JS, |v| {
+        v["status"] == "rolling" && v["policy"] == json!(["2", "1", "Sat 02:00 4h (UTC)"])
+    })
+    .await?;
+    client
+        .find(Locator::Css("tr[data-channel=stable] button.pause"))
+        .await?
+        .click()
+        .await?;
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let channel = get(&format!("{base}/api/v1/updates/channels/stable")).await?;
+        if channel["policy"]["paused"] == true {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the API does not say paused: {channel}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_js(client, "the page says paused", CHANNEL_JS, |v| {
+        v["status"] == "paused" && v["button"] == "Resume"
+    })
+    .await?;
+    same_page(client, "/ui/updates").await?;
+    screenshot(client, &shots.join("updates.png")).await?;
+
+    eprintln!("--- Key space, by its link: edit a key, the page's watch fires");
+    click_nav(client, "/ui/keys").await?;
+    client
+        .find(Locator::Css("tr[data-key='/dash'] a"))
+        .await?
+        .click()
+        .await?;
+    client
+        .find(Locator::Css("tr[data-key='/dash/colour'] a"))
+        .await?
+        .click()
+        .await?;
+    wait_js(client, "the form holds the key", KEY_FORM_JS, |v| {
+        *v == json!(["/dash/colour", "blue"])
+    })
+    .await?;
+    type_into(client, "#key-form textarea", "green").await?;
+    client
+        .find(Locator::Css("#key-form button.save"))
+        .await?
+        .click()
+        .await?;
+    let watched = wait_js(client, "the watch fired", WATCH_JS, |v| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["key"] == "/dash/colour" && e["action"] == "set")
+    })
+    .await?;
+    let key = get(&format!("{base}/v2/keys/dash/colour")).await?;
+    ensure!(
+        key["node"]["value"] == "green",
+        "the API should say green: {key}"
+    );
+    ensure!(
+        watched
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|e| e["key"].as_str().is_some_and(|k| k.starts_with("/dash"))),
+        "the watch shows only /dash: {watched}"
+    );
+    wait_js(
+        client,
+        "the tree shows green",
+        "return document.querySelector(\"tr[data-key='/dash/colour'] .value\")?.textContent;",
+        |v| v == "green",
+    )
+    .await?;
+    same_page(client, "/ui/keys").await?;
+    screenshot(client, &shots.join("keys.png")).await?;
+
+    eprintln!("--- Events, by its link: three machines joined; the kind filter");
+    click_nav(client, "/ui/events").await?;
+    let joined = format!("machine={run}-m");
+    wait_js(client, "three machines joined", EVENTS_JS, |v| {
+        let rows = v.as_array().map(Vec::as_slice).unwrap_or_default();
+        rows.iter()
+            .filter(|r| {
+                r["kind"] == "machine_joined"
+                    && r["about"].as_str().is_some_and(|a| a.contains(&joined))
+            })
+            .count()
+            == 3
+            && rows.iter().any(|r| r["kind"] == "instance_placed")
+    })
+    .await?;
+    client
+        .find(Locator::Css(
+            "select[name=kind] option[value=machine_joined]",
+        ))
+        .await?
+        .click()
+        .await?;
+    wait_js(client, "only machine_joined rows", EVENTS_JS, |v| {
+        v.as_array().is_some_and(|rows| {
+            !rows.is_empty() && rows.iter().all(|r| r["kind"] == "machine_joined")
+        })
+    })
+    .await?;
+    same_page(client, "/ui/events").await?;
+    screenshot(client, &shots.join("events.png")).await?;
+    Ok(())
+}
+
+/// Replaces the text of the field at `css` by `text`, as typing would.
+async fn type_into(client: &Client, css: &str, text: &str) -> Result<()> {
+    let field = client
+        .find(Locator::Css(css))
+        .await
+        .with_context(|| format!("no field {css}"))?;
+    field.clear().await?;
+    field.send_keys(text).await?;
     Ok(())
 }
 
@@ -374,6 +556,34 @@ return Array.from(document.querySelectorAll('table#units tbody.unit'))
     })),
   }))
   .sort((a, b) => (JSON.stringify(a.name) < JSON.stringify(b.name) ? -1 : 1));";
+
+/// The submit form's text and its error.
+const SUBMIT_JS: &str = "
+const f = document.getElementById('submit-unit');
+const e = f && f.querySelector('.error');
+return { text: f && f.querySelector('textarea').value, error: e ? e.textContent.trim() : null };";
+
+/// The `stable` channel's row: policy cells, rollout status, button label.
+const CHANNEL_JS: &str = "
+const r = document.querySelector('tr[data-channel=stable]');
+if (!r) return null;
+const t = (i) => r.cells[i].textContent.trim();
+return { policy: [t(2), t(3), t(4)], status: t(6), button: r.querySelector('button').textContent.trim() };";
+
+/// The key form's key and value.
+const KEY_FORM_JS: &str = "
+const f = document.getElementById('key-form');
+return [f.querySelector('input[name=key]').value, f.querySelector('textarea').value];";
+
+/// The watch's events, newest first.
+const WATCH_JS: &str = "
+return Array.from(document.querySelectorAll('#watch li')).map((li) => ({
+  action: li.querySelector('b').textContent, key: li.querySelector('code').textContent }));";
+
+/// The Events page's rows.
+const EVENTS_JS: &str = "
+return Array.from(document.querySelectorAll('#events tr.event')).map((r) => ({
+  kind: r.dataset.kind, about: r.cells[2].textContent }));";
 
 /// The ids of the machine cards shown.
 const CARD_IDS_JS: &str =
