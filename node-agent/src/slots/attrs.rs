@@ -36,6 +36,15 @@ pub struct SlotAttrs {
 }
 
 impl SlotAttrs {
+    /// Attributes with these fields (unchecked: `to_flags` clamps them).
+    pub const fn new(priority: u8, tries: u8, successful: bool) -> SlotAttrs {
+        SlotAttrs {
+            priority,
+            tries,
+            successful,
+        }
+    }
+
     /// Attributes of a slot that must not boot (all zero): what `invalidate` writes.
     pub const INVALID: SlotAttrs = SlotAttrs {
         priority: 0,

@@ -235,33 +235,19 @@ fn find(table: &Table, path: &Path, slot: Slot) -> Result<SlotInfo, SlotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slots::{create_image, ImageLayout};
-
-    fn image() -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("disk.img");
-        create_image(&path, &ImageLayout::small()).expect("image");
-        (dir, path)
-    }
-
-    fn at(priority: u8, tries: u8, successful: bool) -> SlotAttrs {
-        SlotAttrs {
-            priority,
-            tries,
-            successful,
-        }
-    }
+    use crate::slots::image::test_image;
+    use crate::slots::ImageLayout;
 
     #[test]
     fn finds_both_slots() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let disk = SlotDisk::open(&path).expect("open");
         let (a, b) = (disk.info(Slot::A), disk.info(Slot::B));
         assert_eq!((a.number, b.number), (3, 4));
         assert_eq!(a.size, ImageLayout::small().usr_size);
         assert!(b.offset >= a.offset + a.size);
         assert_eq!(disk.slot_by_guid(b.part_guid), Some(Slot::B));
-        assert_eq!(disk.attrs(Slot::A), at(1, 0, true));
+        assert_eq!(disk.attrs(Slot::A), SlotAttrs::new(1, 0, true));
         assert_eq!(disk.attrs(Slot::B), SlotAttrs::INVALID);
         assert_eq!(disk.block_size(), 512);
     }
@@ -298,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_missing_slot_is_named() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         edit(&path, 4, |p| p.name = "USR-C".into());
         let err = SlotDisk::open(&path).expect_err("missing B");
         assert!(
@@ -309,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_duplicate_slot_is_refused() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         edit(&path, 4, |p| p.name = "USR-A".into());
         let err = SlotDisk::open(&path).expect_err("two A");
         assert!(
@@ -320,7 +306,7 @@ mod tests {
 
     #[test]
     fn a_slot_of_another_type_is_refused() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         edit(&path, 3, |p| {
             p.part_type_guid = gpt::partition_types::LINUX_FS
         });
@@ -333,7 +319,7 @@ mod tests {
 
     #[test]
     fn writes_persist_and_keep_other_flag_bits() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
         // A UEFI "required" bit and a high bit outside the slot fields.
         let mut table = disk.table.clone();
@@ -343,24 +329,29 @@ mod tests {
         }
         table.write(&mut disk.file, &path).expect("write");
         let mut disk = SlotDisk::open(&path).expect("reopen");
-        disk.set_attrs(Slot::B, at(9, 4, true)).expect("set");
+        disk.set_attrs(Slot::B, SlotAttrs::new(9, 4, true))
+            .expect("set");
         let disk = SlotDisk::open(&path).expect("reopen");
-        assert_eq!(disk.attrs(Slot::B), at(9, 4, true));
+        assert_eq!(disk.attrs(Slot::B), SlotAttrs::new(9, 4, true));
         let flags = disk.table.partitions.get(&number).map(|p| p.flags);
-        assert_eq!(flags, Some(at(9, 4, true).apply_to(1 | (1 << 60))));
+        assert_eq!(
+            flags,
+            Some(SlotAttrs::new(9, 4, true).apply_to(1 | (1 << 60)))
+        );
     }
 
     #[test]
     fn both_headers_are_valid_after_a_write() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
-        disk.set_attrs(Slot::B, at(3, 2, false)).expect("set");
+        disk.set_attrs(Slot::B, SlotAttrs::new(3, 2, false))
+            .expect("set");
         let g = gpt::GptConfig::new()
             .only_valid_headers(true)
             .open(&path)
             .expect("both headers valid");
         let b = g.partitions().get(&4).expect("USR-B");
-        assert_eq!(SlotAttrs::from_flags(b.flags), at(3, 2, false));
+        assert_eq!(SlotAttrs::from_flags(b.flags), SlotAttrs::new(3, 2, false));
         // Entries keep their numbers: ROOT is still partition 9.
         assert_eq!(
             g.partitions().get(&9).map(|p| p.name.as_str()),
@@ -371,18 +362,20 @@ mod tests {
     #[test]
     fn a_lost_primary_header_falls_back_to_the_backup_and_is_repaired() {
         use std::io::{Seek, SeekFrom, Write};
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
-        disk.set_attrs(Slot::B, at(2, 1, false)).expect("set");
+        disk.set_attrs(Slot::B, SlotAttrs::new(2, 1, false))
+            .expect("set");
         // A crash right after step 2 of the write: primary header zeroed.
         let mut f = OpenOptions::new().write(true).open(&path).expect("open");
         f.seek(SeekFrom::Start(512)).expect("seek");
         f.write_all(&[0u8; 512]).expect("zero");
         drop(f);
         let mut disk = SlotDisk::open(&path).expect("opens from the backup");
-        assert_eq!(disk.attrs(Slot::B), at(2, 1, false));
+        assert_eq!(disk.attrs(Slot::B), SlotAttrs::new(2, 1, false));
         assert!(disk.table.primary.is_none());
-        disk.set_attrs(Slot::B, at(2, 0, true)).expect("set");
+        disk.set_attrs(Slot::B, SlotAttrs::new(2, 0, true))
+            .expect("set");
         gpt::GptConfig::new()
             .only_valid_headers(true)
             .open(&path)
@@ -391,55 +384,58 @@ mod tests {
 
     #[test]
     fn invalidate_refuses_to_leave_nothing_bootable() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
         let err = disk
             .invalidate(Slot::A)
             .expect_err("A is the only bootable slot");
         assert!(matches!(err, SlotError::NoFallback { .. }), "{err}");
-        assert_eq!(disk.attrs(Slot::A), at(1, 0, true));
+        assert_eq!(disk.attrs(Slot::A), SlotAttrs::new(1, 0, true));
         disk.invalidate(Slot::B).expect("B");
     }
 
     #[test]
     fn roll_back_refuses_without_fallback_and_otherwise_zeroes_priority() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
         let err = disk.roll_back(Slot::A).expect_err("no fallback");
         assert!(matches!(err, SlotError::NoFallback { .. }), "{err}");
-        disk.set_attrs(Slot::B, at(2, 0, true)).expect("set");
+        disk.set_attrs(Slot::B, SlotAttrs::new(2, 0, true))
+            .expect("set");
         disk.roll_back(Slot::B).expect("roll back");
-        assert_eq!(disk.attrs(Slot::B), at(0, 0, true));
+        assert_eq!(disk.attrs(Slot::B), SlotAttrs::new(0, 0, true));
         assert_eq!(disk.boot().expect("boot"), Slot::A);
     }
 
     #[test]
     fn no_bootable_slot_is_an_error() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
-        disk.set_attrs(Slot::A, at(1, 0, false)).expect("set");
+        disk.set_attrs(Slot::A, SlotAttrs::new(1, 0, false))
+            .expect("set");
         let err = disk.boot().expect_err("nothing bootable");
         assert!(matches!(err, SlotError::NoBootableSlot { .. }), "{err}");
     }
 
     #[test]
     fn boot_spends_tries_until_the_slot_falls_back() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
-        disk.set_attrs(Slot::B, at(2, 2, false)).expect("set");
+        disk.set_attrs(Slot::B, SlotAttrs::new(2, 2, false))
+            .expect("set");
         assert_eq!(disk.boot().expect("boot"), Slot::B);
         assert_eq!(
             SlotDisk::open(&path).expect("reopen").attrs(Slot::B),
-            at(2, 1, false)
+            SlotAttrs::new(2, 1, false)
         );
         assert_eq!(disk.boot().expect("boot"), Slot::B);
-        assert_eq!(disk.attrs(Slot::B), at(2, 0, false));
+        assert_eq!(disk.attrs(Slot::B), SlotAttrs::new(2, 0, false));
         // Out of tries: A, whose attributes a boot does not change.
         assert_eq!(disk.boot().expect("boot"), Slot::A);
-        assert_eq!(disk.attrs(Slot::A), at(1, 0, true));
+        assert_eq!(disk.attrs(Slot::A), SlotAttrs::new(1, 0, true));
         assert_eq!(
             SlotDisk::open(&path).expect("reopen").attrs(Slot::B),
-            at(2, 0, false)
+            SlotAttrs::new(2, 0, false)
         );
     }
 }

@@ -55,55 +55,74 @@ pub fn choose(slots: &[(Slot, SlotAttrs)]) -> Option<BootChoice> {
 mod tests {
     use super::*;
 
-    fn at(priority: u8, tries: u8, successful: bool) -> SlotAttrs {
-        SlotAttrs {
-            priority,
-            tries,
-            successful,
-        }
-    }
-
     #[test]
     fn highest_priority_wins() {
-        let c = choose(&[(Slot::A, at(1, 0, true)), (Slot::B, at(2, 0, true))]).expect("choice");
+        let c = choose(&[
+            (Slot::A, SlotAttrs::new(1, 0, true)),
+            (Slot::B, SlotAttrs::new(2, 0, true)),
+        ])
+        .expect("choice");
         assert_eq!(c.slot, Slot::B);
         assert!(!c.spends_try);
-        assert_eq!(c.attrs, at(2, 0, true));
+        assert_eq!(c.attrs, SlotAttrs::new(2, 0, true));
     }
 
     #[test]
     fn tie_goes_to_the_first_on_disk() {
-        let c = choose(&[(Slot::A, at(3, 0, true)), (Slot::B, at(3, 0, true))]).expect("choice");
+        let c = choose(&[
+            (Slot::A, SlotAttrs::new(3, 0, true)),
+            (Slot::B, SlotAttrs::new(3, 0, true)),
+        ])
+        .expect("choice");
         assert_eq!(c.slot, Slot::A);
-        let c = choose(&[(Slot::B, at(3, 0, true)), (Slot::A, at(3, 0, true))]).expect("choice");
+        let c = choose(&[
+            (Slot::B, SlotAttrs::new(3, 0, true)),
+            (Slot::A, SlotAttrs::new(3, 0, true)),
+        ])
+        .expect("choice");
         assert_eq!(c.slot, Slot::B);
     }
 
     #[test]
     fn unsuccessful_slot_spends_a_try() {
-        let c = choose(&[(Slot::A, at(1, 0, true)), (Slot::B, at(2, 2, false))]).expect("choice");
+        let c = choose(&[
+            (Slot::A, SlotAttrs::new(1, 0, true)),
+            (Slot::B, SlotAttrs::new(2, 2, false)),
+        ])
+        .expect("choice");
         assert_eq!(c.slot, Slot::B);
         assert!(c.spends_try);
-        assert_eq!(c.attrs, at(2, 1, false));
+        assert_eq!(c.attrs, SlotAttrs::new(2, 1, false));
     }
 
     #[test]
     fn out_of_tries_falls_back() {
-        let c = choose(&[(Slot::A, at(1, 0, true)), (Slot::B, at(2, 0, false))]).expect("choice");
+        let c = choose(&[
+            (Slot::A, SlotAttrs::new(1, 0, true)),
+            (Slot::B, SlotAttrs::new(2, 0, false)),
+        ])
+        .expect("choice");
         assert_eq!(c.slot, Slot::A);
         assert!(!c.spends_try);
     }
 
     #[test]
     fn priority_zero_is_never_chosen() {
-        let c = choose(&[(Slot::A, at(1, 0, true)), (Slot::B, at(0, 15, true))]).expect("choice");
+        let c = choose(&[
+            (Slot::A, SlotAttrs::new(1, 0, true)),
+            (Slot::B, SlotAttrs::new(0, 15, true)),
+        ])
+        .expect("choice");
         assert_eq!(c.slot, Slot::A);
     }
 
     #[test]
     fn nothing_bootable_is_none() {
         assert_eq!(
-            choose(&[(Slot::A, at(0, 0, true)), (Slot::B, at(4, 0, false))]),
+            choose(&[
+                (Slot::A, SlotAttrs::new(0, 0, true)),
+                (Slot::B, SlotAttrs::new(4, 0, false))
+            ]),
             None
         );
         assert_eq!(choose(&[]), None);

@@ -179,6 +179,15 @@ fn write_layout(
     table.write(file, path)
 }
 
+/// A fresh small test image in a temporary directory (kept while the guard lives).
+#[cfg(test)]
+pub(crate) fn test_image() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("disk.img");
+    create_image(&path, &ImageLayout::small()).expect("image");
+    (dir, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -210,15 +210,7 @@ fn parse_hex(s: &str) -> Result<[u8; 32], SlotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slots::{create_image, ImageLayout};
-    use std::path::PathBuf;
-
-    fn image() -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("disk.img");
-        create_image(&path, &ImageLayout::small()).expect("image");
-        (dir, path)
-    }
+    use crate::slots::image::test_image;
 
     /// A payload that is not all one byte value, so offsets matter.
     fn payload(len: usize) -> Vec<u8> {
@@ -241,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_a_slot_not_invalidated() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
         // USR-A is the booted, known-good slot.
         let data = payload(1000);
@@ -282,7 +274,7 @@ mod tests {
 
     #[tokio::test]
     async fn resumes_at_an_offset() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
         disk.invalidate(Slot::B).expect("invalidate");
         let data = payload(700_000);
@@ -312,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_stream_reports_where_to_resume() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
         disk.invalidate(Slot::B).expect("invalidate");
         let data = payload(4096);
@@ -350,7 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_an_oversize_payload_before_writing() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
         disk.invalidate(Slot::B).expect("invalidate");
         let capacity = disk.info(Slot::B).size;
@@ -390,7 +382,7 @@ mod tests {
 
     #[tokio::test]
     async fn verify_reports_a_mismatch() {
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let mut disk = SlotDisk::open(&path).expect("open");
         disk.invalidate(Slot::B).expect("invalidate");
         let data = payload(5000);
@@ -442,7 +434,7 @@ mod tests {
     #[test]
     fn payload_futures_can_be_spawned() {
         fn send<T: Send>(_: &T) {}
-        let (_dir, path) = image();
+        let (_dir, path) = test_image();
         let disk = SlotDisk::open(&path).expect("open");
         send(&disk.write_payload(Slot::B, 0, 0, &b""[..]));
         send(&disk.verify(Slot::B, 0, ""));

@@ -1,33 +1,18 @@
 //! Whole update cycles on a disk image, each "reboot" reopening the disk as a
 //! bootloader (and then the agent) would.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::image::test_image;
 use super::*;
-
-/// A fresh small image in a temp dir.
-fn image() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("disk.img");
-    create_image(&path, &ImageLayout::small()).expect("image");
-    (dir, path)
-}
 
 /// A reboot: a fresh handle makes gptprio's choice from what is on disk.
 fn reboot(path: &Path) -> (SlotDisk, Slot) {
     let mut disk = SlotDisk::open(path).expect("open");
     let slot = disk.boot().expect("boot");
     (disk, slot)
-}
-
-fn at(priority: u8, tries: u8, successful: bool) -> SlotAttrs {
-    SlotAttrs {
-        priority,
-        tries,
-        successful,
-    }
 }
 
 /// Installs `data` into the passive slot of a disk booted from `booted`, up to arming.
@@ -50,19 +35,19 @@ async fn install(disk: &mut SlotDisk, booted: Slot, data: &[u8]) -> Slot {
 
 #[tokio::test]
 async fn healthy_update_switches_to_the_new_slot() {
-    let (_dir, path) = image();
+    let (_dir, path) = test_image();
     let (mut disk, booted) = reboot(&path);
     assert_eq!(booted, Slot::A);
     assert_eq!(
         disk.attrs(Slot::A),
-        at(1, 0, true),
+        SlotAttrs::new(1, 0, true),
         "a good slot spends no try"
     );
 
     let new = install(&mut disk, booted, &vec![0x5a; 300_000]).await;
     assert_eq!(new, Slot::B);
-    assert_eq!(disk.attrs(Slot::B), at(2, 1, false));
-    assert_eq!(disk.attrs(Slot::A), at(1, 0, true));
+    assert_eq!(disk.attrs(Slot::B), SlotAttrs::new(2, 1, false));
+    assert_eq!(disk.attrs(Slot::A), SlotAttrs::new(1, 0, true));
     drop(disk);
 
     // Reboot into B on its one try.
@@ -70,25 +55,25 @@ async fn healthy_update_switches_to_the_new_slot() {
     assert_eq!(booted, Slot::B);
     assert_eq!(
         disk.attrs(Slot::B),
-        at(2, 0, false),
+        SlotAttrs::new(2, 0, false),
         "try spent before booting"
     );
     disk.mark_successful(Slot::B).expect("mark");
-    assert_eq!(disk.attrs(Slot::B), at(2, 0, true));
+    assert_eq!(disk.attrs(Slot::B), SlotAttrs::new(2, 0, true));
     drop(disk);
 
     // B stays.
     let (disk, booted) = reboot(&path);
     assert_eq!(booted, Slot::B);
-    assert_eq!(disk.attrs(Slot::B), at(2, 0, true));
+    assert_eq!(disk.attrs(Slot::B), SlotAttrs::new(2, 0, true));
     drop(disk);
 
     // The next update goes to A and swaps the priorities.
     let (mut disk, booted) = reboot(&path);
     let new = install(&mut disk, booted, b"second release").await;
     assert_eq!(new, Slot::A);
-    assert_eq!(disk.attrs(Slot::A), at(2, 1, false));
-    assert_eq!(disk.attrs(Slot::B), at(1, 0, true));
+    assert_eq!(disk.attrs(Slot::A), SlotAttrs::new(2, 1, false));
+    assert_eq!(disk.attrs(Slot::B), SlotAttrs::new(1, 0, true));
     drop(disk);
     let (mut disk, booted) = reboot(&path);
     assert_eq!(booted, Slot::A);
@@ -98,7 +83,7 @@ async fn healthy_update_switches_to_the_new_slot() {
 
 #[tokio::test]
 async fn unhealthy_update_rolls_back_to_the_old_slot() {
-    let (_dir, path) = image();
+    let (_dir, path) = test_image();
     let (mut disk, booted) = reboot(&path);
     install(&mut disk, booted, b"broken release").await;
     drop(disk);
@@ -112,12 +97,12 @@ async fn unhealthy_update_rolls_back_to_the_old_slot() {
 
     let (disk, booted) = reboot(&path);
     assert_eq!(booted, Slot::A);
-    assert_eq!(disk.attrs(Slot::A), at(1, 0, true));
+    assert_eq!(disk.attrs(Slot::A), SlotAttrs::new(1, 0, true));
 }
 
 #[tokio::test]
 async fn a_new_slot_that_never_reports_falls_back_when_its_try_is_spent() {
-    let (_dir, path) = image();
+    let (_dir, path) = test_image();
     let (mut disk, booted) = reboot(&path);
     install(&mut disk, booted, b"hangs at boot").await;
     drop(disk);
@@ -128,7 +113,7 @@ async fn a_new_slot_that_never_reports_falls_back_when_its_try_is_spent() {
     assert_eq!(reboot(&path).1, Slot::A);
     let (mut disk, booted) = reboot(&path);
     assert_eq!(booted, Slot::A);
-    assert_eq!(disk.attrs(Slot::B), at(2, 0, false));
+    assert_eq!(disk.attrs(Slot::B), SlotAttrs::new(2, 0, false));
     // The agent then cleans up the failed slot; the next update can reuse it.
     disk.roll_back(Slot::B).expect("roll back");
     install(&mut disk, Slot::A, b"fixed release").await;
@@ -137,7 +122,7 @@ async fn a_new_slot_that_never_reports_falls_back_when_its_try_is_spent() {
 
 #[tokio::test]
 async fn a_payload_is_never_bootable_half_written() {
-    let (_dir, path) = image();
+    let (_dir, path) = test_image();
     let (mut disk, booted) = reboot(&path);
     // A first update is armed, then a newer one starts before the reboot.
     install(&mut disk, booted, b"first").await;
@@ -160,7 +145,7 @@ async fn a_payload_is_never_bootable_half_written() {
 
 #[tokio::test]
 async fn arm_needs_a_bootable_fallback() {
-    let (_dir, path) = image();
+    let (_dir, path) = test_image();
     let (mut disk, booted) = reboot(&path);
     install(&mut disk, booted, b"first").await;
     drop(disk);
