@@ -6,6 +6,7 @@
 //! check the tests themselves; the default, and CI, is Shoal.
 
 mod agents;
+mod auth;
 mod browser;
 mod cluster;
 mod dashboard;

@@ -259,6 +259,11 @@ pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Re
             let key = crate::keyspace::path::clean(decoded.strip_prefix("/v2/keys").unwrap_or("/"));
             (format!("/v2/keys{key}"), false)
         }
+        // An event stream is a recursive watch of its prefix (default `/_shoal`).
+        None if decoded == "/api/v1/events" => match events_prefix(req.uri().query()) {
+            Some(prefix) => (format!("/v2/keys{prefix}"), true),
+            None => (decoded.clone(), false),
+        },
         None => (decoded.clone(), false),
     };
     let access = Access {
@@ -268,11 +273,11 @@ pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Re
     };
     let check = match policy::authorize(subject, &access) {
         Decision::Allow => return next.run(req).await,
-        Decision::Deny(why) => return refuse(StatusCode::FORBIDDEN, &path, &why, index()),
+        Decision::Deny(why) => return refuse(StatusCode::FORBIDDEN, &decoded, &why, index()),
         Decision::Check(check) => check,
     };
     let Subject::Node(machine) = subject else {
-        return refuse(StatusCode::FORBIDDEN, &path, "not permitted", index());
+        return refuse(StatusCode::FORBIDDEN, &decoded, "not permitted", index());
     };
     let machine = machine.to_owned();
     let (req, passed) = match (check, keys) {
@@ -315,7 +320,17 @@ pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Re
         }
         Check::CheckIn => format!("a node token checks in only as machine_id {machine}"),
     };
-    refuse(StatusCode::FORBIDDEN, &path, &why, index())
+    refuse(StatusCode::FORBIDDEN, &decoded, &why, index())
+}
+
+/// The cleaned `prefix` of an `/api/v1/events` query, decoded as the handler's `Query` does.
+fn events_prefix(query: Option<&str>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Q {
+        prefix: Option<String>,
+    }
+    let q: Q = serde_urlencoded::from_str(query.unwrap_or_default()).ok()?;
+    q.prefix.map(|p| crate::keyspace::path::clean(&p))
 }
 
 /// True when the JSON body names `machine` where the check looks.
@@ -395,6 +410,20 @@ mod tests {
             &body(r#"{"machine_id":"m1"}"#),
             m
         ));
+    }
+
+    #[test]
+    fn event_prefixes_are_decoded_and_cleaned() {
+        assert_eq!(events_prefix(None), None);
+        assert_eq!(
+            events_prefix(Some("prefix=%2F_auth")).as_deref(),
+            Some("/_auth")
+        );
+        assert_eq!(
+            events_prefix(Some("x=1&prefix=/a/../_auth/")).as_deref(),
+            Some("/_auth")
+        );
+        assert_eq!(events_prefix(Some("prefix=")).as_deref(), Some("/"));
     }
 
     #[test]
