@@ -382,6 +382,7 @@ def cmd_table(path, out):
                      f"{meta.get('date', '')}")
         lines.append("")
         lines.append(f"Host: {meta.get('host', '')}; wrk duration {meta.get('duration', '')}; "
+                     f"{meta.get('timing', 'each system with its default timing')}; "
                      f"Shoal {meta.get('shoal_rev', '')}; 3 members each on loopback, "
                      f"one system at a time; loads against the leader's client URL. "
                      f"Load average at start {meta.get('load_start', '?')}, "
@@ -390,6 +391,8 @@ def cmd_table(path, out):
     lines.append("| metric | Shoal | etcd | Shoal/etcd |")
     lines.append("|---|---|---|---|")
     for r in rows:
+        if r[1] == r[2] == "n/a":
+            continue  # a phase that did not run (PHASES)
         lines.append("| " + " | ".join(r) + " |")
     if notes:
         lines.append("")

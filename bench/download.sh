@@ -18,6 +18,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
+RESULTS_DIR=${RESULTS_DIR:-$HERE/results} # bench/report.sh points it elsewhere
 cd "$ROOT"
 
 if [[ ${BUILD:-1} == 1 ]]; then
@@ -28,8 +29,8 @@ BENCH=$ROOT/target/release/examples/rollout-bench
 [[ -x $BENCH ]] || { echo "missing $BENCH: run with BUILD=1" >&2; exit 1; }
 
 DATE=$(date -u +%Y-%m-%dT%H%M)
-OUT=$HERE/results/download-$DATE.md
-mkdir -p "$HERE/results"
+OUT=$RESULTS_DIR/download-$DATE.md
+mkdir -p "$RESULTS_DIR"
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git status --porcelain 2>/dev/null | head -1) ]]; then REV+="+dirty"; fi
 HOST="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"

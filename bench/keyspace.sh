@@ -2,20 +2,30 @@
 # Key-space benchmark: a 3-member Shoal cluster against a 3-member etcd 3.4
 # cluster (v2 API), on loopback, one after the other on the same machine.
 #
-#   bench/keyspace.sh                 # defaults: DURATION=10s TRIALS=5 IDLE_WATCH=10
+#   bench/keyspace.sh                 # defaults: DURATION=10s TRIALS=20 IDLE_WATCH=10
 #   DURATION=5s TRIALS=3 bench/keyspace.sh
+#   PHASES=failover bench/keyspace.sh # only the failover trials
+#
+# Both systems run with the same --heartbeat-interval HEARTBEAT_MS (100) and
+# --election-timeout ELECTION_MS (1000): etcd's defaults, which Shoal takes too.
 #
 # Env: DURATION (wrk -d), TRIALS (failover trials per system), IDLE_WATCH
 # (seconds of idle leader watch), FO_TIMEOUT (curl -m per failover write, 1),
 # FO_PROBE_INTERVAL (seconds between overlapping failover probes, 0.1), SYSTEMS ("shoal etcd"), SHOAL_BIN, ETCD_BIN,
-# BUILD=1 (run `cargo build --release -p server` first), KEEP=1 (keep data dirs).
-# Needs: wrk, curl, python3, etcd 3.4. Writes bench/results/keyspace-<date>.md.
+# BUILD=1 (run `cargo build --release -p server` first), KEEP=1 (keep data dirs),
+# PHASES ("load failover"), RESULTS_DIR (bench/results), RESULTS_JSONL (also copy
+# the raw results there, for bench/report.sh).
+# Needs: wrk, curl, python3, etcd 3.4. Writes $RESULTS_DIR/keyspace-<date>.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 DURATION=${DURATION:-10s}
-TRIALS=${TRIALS:-5}
+TRIALS=${TRIALS:-20}
+HEARTBEAT_MS=${HEARTBEAT_MS:-100}
+ELECTION_MS=${ELECTION_MS:-1000}
+PHASES=${PHASES:-load failover}
+RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 IDLE_WATCH=${IDLE_WATCH:-10}
 FO_TIMEOUT=${FO_TIMEOUT:-1}                # curl -m for each failover write attempt
 FO_PROBE_INTERVAL=${FO_PROBE_INTERVAL:-0.1} # extra overlapping probe writes
@@ -95,6 +105,7 @@ start_cluster() {
       --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
       --initial-cluster "$cluster" --initial-cluster-state new \
       --initial-cluster-token "bench-$tag" "${extra[@]}" \
+      --heartbeat-interval "$HEARTBEAT_MS" --election-timeout "$ELECTION_MS" \
       >"$LOGS/$tag-n$i.log" 2>&1 &
     MEMBER_PIDS+=("$!")
     ALL_PIDS+=("$!")
@@ -304,20 +315,25 @@ record meta etcd_version "\"$ETCD_VERSION\""
 record meta shoal_rev "\"$SHOAL_REV (binary built $(date -r "$SHOAL_BIN" +%Y-%m-%dT%H:%M 2>/dev/null || echo never))\""
 record meta host "\"$HOST\""
 record meta duration "\"$DURATION\""
+record meta timing "\"--heartbeat-interval $HEARTBEAT_MS --election-timeout $ELECTION_MS on both\""
 record meta load_start "\"$(cut -d' ' -f1-3 /proc/loadavg)\""
 log "run dir $RUN; DURATION=$DURATION TRIALS=$TRIALS IDLE_WATCH=$IDLE_WATCH"
 
-for sys in $SYSTEMS; do
-  bench_load "$sys"
-done
-for sys in $SYSTEMS; do
-  log "$sys: $TRIALS failover trials"
-  bench_failover "$sys"
-done
+if [[ " $PHASES " == *" load "* ]]; then
+  for sys in $SYSTEMS; do
+    bench_load "$sys"
+  done
+fi
+if [[ " $PHASES " == *" failover "* ]]; then
+  for sys in $SYSTEMS; do
+    log "$sys: $TRIALS failover trials"
+    bench_failover "$sys"
+  done
+fi
 
 record meta load_end "\"$(cut -d' ' -f1-3 /proc/loadavg)\""
-mkdir -p "$HERE/results"
-OUT=$HERE/results/keyspace-$DATE.md
+mkdir -p "$RESULTS_DIR"
+OUT=$RESULTS_DIR/keyspace-$DATE.md
 echo
 $PY table "$RESULTS" "$OUT"
 if ((${#PROBLEMS[@]})); then
@@ -327,5 +343,6 @@ if ((${#PROBLEMS[@]})); then
     for p in "${PROBLEMS[@]}"; do echo "- $p"; done
   } | tee -a "$OUT"
 fi
+if [[ -n ${RESULTS_JSONL:-} ]]; then cp "$RESULTS" "$RESULTS_JSONL"; fi
 echo
 echo "written to $OUT"

@@ -11,12 +11,13 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
+RESULTS_DIR=${RESULTS_DIR:-$HERE/results} # bench/report.sh points it elsewhere
 cd "$ROOT"
 if [[ ${BUILD:-1} == 1 ]]; then
   cargo build --release -p server -p node-agent
 fi
 bash scripts/test-image
-mkdir -p "$HERE/results"
-OUT=$HERE/results/start-latency-$(date -u +%Y-%m-%dT%H%M).md
+mkdir -p "$RESULTS_DIR"
+OUT=$RESULTS_DIR/start-latency-$(date -u +%Y-%m-%dT%H%M).md
 python3 "$HERE/start_latency.py" "$OUT"
 echo "written to $OUT"
