@@ -35,6 +35,8 @@ pub trait Backend: Send + Sync + 'static {
     fn delete_key(&self, key: String) -> Answer<'_, u64>;
     /// The newest cluster events, newest first.
     fn events(&self) -> Answer<'_, Vec<HistoryRow>>;
+    /// The newest audit log entries (kind `audit`), newest first.
+    fn audit(&self) -> Answer<'_, Vec<HistoryRow>>;
 }
 
 /// The data source as the server provides it to the views (`provide_context`).

@@ -90,3 +90,9 @@ pub async fn delete_key(key: String) -> Result<u64, ServerFnError> {
 pub async fn load_events() -> Result<Vec<HistoryRow>, ServerFnError> {
     backend()?.events().await.map_err(ServerFnError::new)
 }
+
+/// The newest audit log entries (admins only: others get a 403).
+#[server(prefix = "/ui/fn", endpoint = "audit")]
+pub async fn load_audit() -> Result<Vec<HistoryRow>, ServerFnError> {
+    backend()?.audit().await.map_err(ServerFnError::new)
+}

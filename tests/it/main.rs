@@ -12,6 +12,7 @@ mod cluster;
 mod dashboard;
 mod differential;
 mod fleet;
+mod fleet_faults;
 mod fleetlock;
 mod harness;
 mod holders;

@@ -440,6 +440,19 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_log_is_admins_only() {
+        assert!(allowed(Subject::Admin, Method::GET, "/api/v1/audit"));
+        assert!(allowed(Subject::Admin, Method::GET, "/v2/keys/_auth/audit"));
+        assert!(allowed(Subject::Admin, Method::GET, "/ui/fn/audit"));
+        for s in [Subject::Operator, Subject::Viewer, M1] {
+            assert!(!allowed(s, Method::GET, "/api/v1/audit"));
+            assert!(!allowed(s, Method::GET, "/v2/keys/_auth/audit"));
+            assert!(!allowed(s, Method::DELETE, "/v2/keys/_auth/audit/00000001"));
+            assert!(!allowed(s, Method::POST, "/ui/fn/audit"));
+        }
+    }
+
+    #[test]
     fn key_paths() {
         assert_eq!(key_of("/v2/keys"), Some("/"));
         assert_eq!(key_of("/v2/keys/"), Some("/"));

@@ -377,6 +377,14 @@ impl Source {
             .collect())
     }
 
+    /// The newest audit log entries, newest first (the route is admins only, by policy).
+    async fn read_audit(&self) -> Result<Vec<HistoryRow>, String> {
+        Ok(crate::auth::audit::newest(&self.member, EVENT_HISTORY)
+            .into_iter()
+            .map(event_row)
+            .collect())
+    }
+
     async fn remove_key(&self, key: String) -> Result<u64, String> {
         let answer = self
             .keys_request(Method::DELETE, &key, "", String::new())
@@ -428,6 +436,10 @@ impl Backend for Source {
 
     fn events(&self) -> Answer<'_, Vec<HistoryRow>> {
         Box::pin(self.read_events())
+    }
+
+    fn audit(&self) -> Answer<'_, Vec<HistoryRow>> {
+        Box::pin(self.read_audit())
     }
 }
 
