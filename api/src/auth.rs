@@ -103,6 +103,13 @@ pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
+/// `GET /api/v1/audit`: writes on the client port, newest first (admins only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLog {
+    /// Entries of kind `audit`: who, method, path and status in `detail`.
+    pub entries: Vec<crate::fleet::ClusterEvent>,
+}
+
 /// The hex SHA-256 of a token: what the server stores.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

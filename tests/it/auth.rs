@@ -3,8 +3,8 @@
 //! representative request of each resource, answered exactly 2xx, 401 or
 //! 403; node tokens confined to their machine; revocation; `etcdctl` with
 //! HTTP Basic; `shoalctl --token`; the random first admin token; an agent
-//! with a node token running a container; and no non-loopback listening
-//! without `--auth`.
+//! with a node token running a container; the audit log of writes (admins
+//! only); and no non-loopback listening without `--auth`.
 
 use std::process::Command;
 use std::time::Duration;
@@ -616,6 +616,91 @@ async fn an_agent_runs_with_a_node_token() -> Result<()> {
     .await?;
     client.destroy_unit("authed").await?;
     remove_containers(&run);
+    Ok(())
+}
+
+/// Waits (bounded) until the admin's `GET /api/v1/audit` holds an entry
+/// whose detail is each of `details`; the whole answer.
+async fn wait_audited(base: &str, details: &[String]) -> Result<Value> {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let body = expect(
+            base,
+            &req("GET", "/api/v1/audit?limit=1000"),
+            Cred::Bearer(ADMIN),
+            200,
+        )
+        .await?;
+        last = serde_json::from_str(&body)?;
+        let seen: Vec<&str> = last["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["kind"] == "audit")
+            .filter_map(|e| e["detail"].as_str())
+            .collect();
+        if details.iter().all(|d| seen.contains(&d.as_str())) {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the audit log never held {details:?}: {last}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_audited_and_only_admins_read_the_log() -> Result<()> {
+    let s = Secured::start().await?;
+    let base = s.base.as_str();
+    let forged = json!({"id": "m2"}).to_string();
+    expect(
+        base,
+        &req("PUT", "/v2/keys/_shoal/machines/m2").form(&[("value", &forged)]),
+        Cred::Bearer(&s.node),
+        403,
+    )
+    .await?;
+    expect(
+        base,
+        &req("PUT", "/v2/keys/app/audited").form(&[("value", "secret-value")]),
+        Cred::Bearer(&s.operator),
+        201,
+    )
+    .await?;
+    expect(
+        base,
+        &req("DELETE", "/v2/keys/app/audited"),
+        Cred::None,
+        401,
+    )
+    .await?;
+    let node_id = api::auth::token_id(&s.node);
+    let operator_id = api::auth::token_id(&s.operator);
+    let log = wait_audited(
+        base,
+        &[
+            format!("token {node_id} (node, machine m1): PUT /v2/keys/_shoal/machines/m2 → 403"),
+            format!("token {operator_id} (operator): PUT /v2/keys/app/audited → 201"),
+            "unauthenticated: DELETE /v2/keys/app/audited → 401".to_owned(),
+        ],
+    )
+    .await?;
+    let text = log.to_string();
+    for secret in [ADMIN, s.operator.as_str(), s.node.as_str(), "secret-value"] {
+        ensure!(
+            !text.contains(secret),
+            "the audit log holds a secret or a body: {text}"
+        );
+    }
+    ensure!(!text.contains("GET "), "reads are not audited: {text}");
+    for cred in [
+        Cred::Bearer(&s.viewer),
+        Cred::Bearer(&s.operator),
+        Cred::Bearer(&s.node),
+    ] {
+        expect(base, &req("GET", "/api/v1/audit"), cred, 403).await?;
+        expect(base, &req("GET", "/v2/keys/_auth/audit"), cred, 403).await?;
+    }
+    expect(base, &req("GET", "/api/v1/audit"), Cred::None, 401).await?;
     Ok(())
 }
 

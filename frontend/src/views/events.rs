@@ -1,5 +1,6 @@
 //! Events: the cluster's timeline (machines joined and lost, instances placed
-//! and moved, leaders elected), newest first, filterable by kind.
+//! and moved, leaders elected) and, for admins, the audit log (kind `audit`:
+//! writes through the API), newest first, filterable by kind.
 
 use std::collections::BTreeSet;
 
@@ -8,7 +9,7 @@ use leptos_router::hooks::use_query_map;
 
 use super::failure;
 use super::updates::history;
-use crate::data::load_events;
+use crate::data::{load_audit, load_events};
 use crate::live::use_live;
 use crate::model::HistoryRow;
 
@@ -18,7 +19,15 @@ pub fn EventsPage() -> impl IntoView {
     let live = use_live();
     let query = use_query_map();
     let kind = RwSignal::new(query.with_untracked(|q| q.get("kind").unwrap_or_default()));
-    let data = Resource::new(move || live.fleet.get(), |_| load_events());
+    let data = Resource::new(
+        move || live.fleet.get(),
+        |_| async {
+            let events = load_events().await?;
+            // Only admins may read the audit log; the others see the cluster's events.
+            let audit = load_audit().await.unwrap_or_default();
+            Ok::<_, ServerFnError>(newest_first(events, audit))
+        },
+    );
     view! {
         <h1>"Events"</h1>
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
@@ -30,6 +39,13 @@ pub fn EventsPage() -> impl IntoView {
             })}
         </Transition>
     }
+}
+
+/// Both timelines in one, newest first (`at` is `YYYY-MM-DD HH:MM:SS`, so it sorts as text).
+fn newest_first(mut events: Vec<HistoryRow>, audit: Vec<HistoryRow>) -> Vec<HistoryRow> {
+    events.extend(audit);
+    events.sort_by(|a, b| b.at.cmp(&a.at));
+    events
 }
 
 fn page(list: Vec<HistoryRow>, kind: RwSignal<String>) -> AnyView {
@@ -66,4 +82,38 @@ fn page(list: Vec<HistoryRow>, kind: RwSignal<String>) -> AnyView {
         </div>
     }
     .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(at: &str, kind: &str) -> HistoryRow {
+        HistoryRow {
+            at: at.into(),
+            kind: kind.into(),
+            subjects: Vec::new(),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn audit_entries_interleave_with_cluster_events_by_time() {
+        let events = vec![
+            row("2026-01-02 10:00:03", "machine_joined"),
+            row("2026-01-02 10:00:01", "instance_placed"),
+        ];
+        let audit = vec![
+            row("2026-01-02 10:00:04", "audit"),
+            row("2026-01-02 10:00:02", "audit"),
+        ];
+        let kinds: Vec<String> = newest_first(events, audit)
+            .into_iter()
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            ["audit", "machine_joined", "audit", "instance_placed"]
+        );
+    }
 }

@@ -9,6 +9,7 @@
 //! local lookup and its full hash compared in constant time. A revoked token
 //! is a deleted record; each member refuses it once it has applied the delete.
 
+pub mod audit;
 pub mod policy;
 
 use std::sync::Arc;
@@ -85,6 +86,8 @@ pub struct Auth {
     member: Arc<Member>,
     /// SHA-256 of the members' credential.
     member_credential: [u8; 32],
+    /// The audit log's background writer.
+    audit: crate::engine::history::Recorder,
 }
 
 /// The credential members send each other on the client port (dashboard
@@ -112,13 +115,20 @@ fn is_token_id(id: &str) -> bool {
 }
 
 impl Auth {
-    /// The authentication of `member`; `enabled` false lets every request through.
+    /// The authentication of `member`; `enabled` false lets every request
+    /// through. Starts the audit log's writer, so it needs a Tokio runtime.
     pub fn new(member: Arc<Member>, enabled: bool, cluster_token: &str) -> Self {
         Auth {
             enabled,
+            audit: crate::engine::history::Recorder::start(member.clone(), audit::AUDIT_LOG),
             member,
             member_credential: Sha256::digest(member_credential(cluster_token)).into(),
         }
+    }
+
+    /// Queues an entry for the audit log (never waits; see [`audit`]).
+    pub fn audit(&self, entry: api::fleet::ClusterEvent) {
+        self.audit.record(entry);
     }
 
     /// True when requests need a token.

@@ -6,9 +6,12 @@
 //! Deciding what happened is pure ([`machine_events`], [`action_event`]);
 //! [`Recorder`] writes in the background, in order, so the engine's loop never
 //! waits for it. When the writer falls behind by [`QUEUE`] events, newer ones
-//! are dropped (and logged): the history is a record, not a log of truth.
+//! are dropped, counted and logged once: the history is a record, not a log of
+//! truth. The same recorder keeps the audit log (`crate::auth::audit`) in its
+//! own directory ([`Log`]).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use api::fleet::{ClusterEvent, EVENTS_DIR, MAX_EVENTS};
@@ -22,27 +25,61 @@ use crate::member::Member;
 /// Events waiting to be written at most.
 const QUEUE: usize = 4096;
 
+/// Where a [`Recorder`] keeps its events and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Log {
+    /// The key-space directory of in-order keys.
+    pub dir: &'static str,
+    /// The newest this many are kept (trimmed every `keep / 100 + 1` writes).
+    pub keep: usize,
+    /// What the log is, in words, for the server's log lines.
+    pub what: &'static str,
+}
+
+/// The engine's cluster event history.
+pub const CLUSTER_EVENTS: Log = Log {
+    dir: EVENTS_DIR,
+    keep: MAX_EVENTS,
+    what: "cluster event history",
+};
+
 /// Hands events to the background writer.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     queue: mpsc::Sender<ClusterEvent>,
+    dropped: Arc<AtomicU64>,
+    what: &'static str,
 }
 
 impl Recorder {
-    /// Starts the writer; it ends when every `Recorder` is dropped.
-    pub fn start(member: Arc<Member>) -> Self {
+    /// Starts the writer of `log`; it ends when every `Recorder` is dropped.
+    pub fn start(member: Arc<Member>, log: Log) -> Self {
         let (queue, events) = mpsc::channel(QUEUE);
-        tokio::spawn(write_all(member, events));
-        Self { queue }
+        tokio::spawn(write_all(member, log, events));
+        Self {
+            queue,
+            dropped: Arc::default(),
+            what: log.what,
+        }
     }
 
-    /// Queues an event to be written (dropped when the queue is full: a burst
-    /// of thousands of placements logs one line per dropped event at debug level
-    /// only, so it cannot flood the log).
+    /// Queues an event to be written (dropped and counted when the queue is
+    /// full; the first drop is logged, later ones at debug level only, so a
+    /// burst cannot flood the log).
     pub fn record(&self, event: ClusterEvent) {
         if let Err(e) = self.queue.try_send(event) {
-            tracing::debug!(%e, "cluster event history is behind; an event is dropped");
+            let before = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if before == 0 {
+                tracing::warn!(%e, what = self.what, "the writer is behind; events are dropped (further drops are counted, logged at debug level)");
+            } else {
+                tracing::debug!(%e, what = self.what, dropped = before + 1, "an event is dropped");
+            }
         }
+    }
+
+    /// Events dropped so far because the writer was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -103,35 +140,41 @@ pub fn action_event(action: &Action, at: DateTime<Utc>) -> Option<ClusterEvent> 
     })
 }
 
-/// Writes queued events in order, trimming the history to [`MAX_EVENTS`].
-async fn write_all(member: Arc<Member>, mut events: mpsc::Receiver<ClusterEvent>) {
+/// Writes queued events in order, trimming the log to its `keep` newest.
+async fn write_all(member: Arc<Member>, log: Log, mut events: mpsc::Receiver<ClusterEvent>) {
+    let trim_every = log.keep / 100 + 1;
+    let mut since_trim = trim_every;
     while let Some(event) = events.recv().await {
         let value = match serde_json::to_string(&event) {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(%e, "cannot encode a cluster event");
+                tracing::warn!(%e, what = log.what, "cannot encode an event");
                 continue;
             }
         };
         let op = Op::CreateInOrder {
-            dir: EVENTS_DIR.to_owned(),
+            dir: log.dir.to_owned(),
             value: Some(value),
             ttl: None,
         };
         if let Err(e) = member.write(op).await {
-            tracing::info!(%e, kind = %event.kind, "cannot record a cluster event");
+            tracing::info!(%e, kind = %event.kind, what = log.what, "cannot record an event");
             continue;
         }
-        trim(&member).await;
+        since_trim += 1;
+        if since_trim >= trim_every {
+            since_trim = 0;
+            trim(&member, log).await;
+        }
     }
 }
 
-/// Deletes the oldest events beyond [`MAX_EVENTS`] (each only if unchanged).
-async fn trim(member: &Member) {
+/// Deletes the oldest events beyond `log.keep` (each only if unchanged).
+async fn trim(member: &Member, log: Log) {
     let excess: Vec<(String, u64)> = {
         let keys = member.keys.read();
-        let all = keys.children(EVENTS_DIR);
-        let over = all.len().saturating_sub(MAX_EVENTS);
+        let all = keys.children(log.dir);
+        let over = all.len().saturating_sub(log.keep);
         all.into_iter()
             .take(over)
             .map(|(k, e)| (k, e.modified_index))
@@ -148,7 +191,7 @@ async fn trim(member: &Member) {
             },
         };
         if let Err(e) = member.write(op).await {
-            tracing::debug!(%e, "cannot trim the cluster event history");
+            tracing::debug!(%e, what = log.what, "cannot trim");
         }
     }
 }

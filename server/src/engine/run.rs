@@ -35,7 +35,7 @@ pub async fn run(member: Arc<Member>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When this leader first saw each placed-on machine missing.
     let mut missing: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-    let recorder = Recorder::start(member.clone());
+    let recorder = Recorder::start(member.clone(), history::CLUSTER_EVENTS);
     // The machines of the last plan while leader; `None` when not leading.
     let mut known: Option<BTreeSet<String>> = None;
     let mut last_plan = tokio::time::Instant::now();

@@ -1,4 +1,5 @@
-//! Authentication and authorization on the client port, and `/api/v1/tokens`.
+//! Authentication, authorization and the audit log on the client port;
+//! `/api/v1/tokens` and `/api/v1/audit`.
 //!
 //! [`require`] is the outermost layer of the client router: it takes the
 //! token from `Authorization: Bearer <token>` or HTTP Basic (the password is
@@ -17,18 +18,20 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use base64::Engine as _;
+use chrono::Utc;
 use percent_encoding::percent_decode_str;
 
 use super::api_error;
 use super::form::{self, Form};
 use super::keys::KeyRequest;
+use crate::auth::audit::{self, Who};
 use crate::auth::policy::{self, Access, Check, Decision, Subject};
 use crate::auth::{Auth, TokenError};
 use crate::keyspace::ErrorCode;
@@ -48,12 +51,29 @@ pub fn router(auth: Arc<Auth>) -> Router {
     Router::new()
         .route("/api/v1/tokens", get(list).post(create))
         .route("/api/v1/tokens/{id}", delete(revoke))
+        .route("/api/v1/audit", get(audit_log))
         .with_state(auth)
 }
 
 async fn list(State(auth): State<Arc<Auth>>) -> Json<api::auth::TokenList> {
     Json(api::auth::TokenList {
         tokens: auth.list(),
+    })
+}
+
+/// `limit` of `GET /api/v1/audit` (default 100, at most the log's bound).
+#[derive(Debug, serde::Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit_log(
+    State(auth): State<Arc<Auth>>,
+    Query(q): Query<AuditQuery>,
+) -> Json<api::auth::AuditLog> {
+    let limit = q.limit.unwrap_or(100).min(audit::MAX_AUDIT);
+    Json(api::auth::AuditLog {
+        entries: audit::newest(auth.member(), limit),
     })
 }
 
@@ -194,8 +214,36 @@ fn refuse(status: StatusCode, path: &str, reason: &str, index: u64) -> Response 
     resp
 }
 
-/// The layer: passes public and permitted requests on, refuses the others.
+/// The layer: passes public and permitted requests on, refuses the others,
+/// and hands every write it passed or refused (401, 403) to the audit log.
 pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    if method == Method::GET || method == Method::HEAD {
+        return guarded(&guard, req, next, &mut Who::Anonymous).await;
+    }
+    let path = percent_decode_str(req.uri().path())
+        .decode_utf8_lossy()
+        .into_owned();
+    let mut who = if guard.auth.enabled() {
+        Who::Unauthenticated
+    } else {
+        Who::Anonymous
+    };
+    let resp = guarded(&guard, req, next, &mut who).await;
+    if audit::audited(&method, resp.status()) {
+        guard.auth.audit(audit::entry(
+            &who,
+            &method,
+            &path,
+            resp.status(),
+            Utc::now(),
+        ));
+    }
+    resp
+}
+
+/// [`require`] without the audit: sets `who` once the caller is known.
+async fn guarded(guard: &Guard, req: Request, next: Next, who: &mut Who) -> Response {
     let auth = &guard.auth;
     if !auth.enabled() {
         return next.run(req).await;
@@ -230,6 +278,7 @@ pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Re
         }
         Err(why) => return refuse(StatusCode::UNAUTHORIZED, &decoded, why, index()),
     };
+    *who = Who::Token(principal.clone());
     let subject = principal.subject();
     let method = req.method().clone();
 
