@@ -1054,6 +1054,25 @@ impl Client {
         .json()
     }
 
+    /// `POST /api/v1/updates/channels/{name}/halt`: stops the rollout until a resume.
+    pub async fn halt_channel(
+        &self,
+        name: &str,
+        reason: Option<&str>,
+    ) -> Result<crate::updates::Channel, ClientError> {
+        let body = crate::updates::HaltRequest {
+            reason: reason.map(str::to_owned),
+        };
+        self.json_call(
+            Method::POST,
+            &["api", "v1", "updates", "channels", name, "halt"],
+            Some(&body),
+            Duration::ZERO,
+        )
+        .await?
+        .json()
+    }
+
     /// `POST /api/v1/updates/checkin`: an agent's report; the answer says what to do.
     pub async fn checkin(
         &self,

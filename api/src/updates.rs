@@ -138,6 +138,14 @@ pub struct Channel {
     pub policy: RolloutPolicy,
 }
 
+/// `POST /api/v1/updates/channels/{name}/halt`: an operator's halt; the body is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaltRequest {
+    /// Why the rollout stops (default: "halted by an operator").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// `PUT /api/v1/updates/channels/{name}`: only the fields given change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelUpdate {

@@ -1,5 +1,5 @@
 //! `update ...`: the OS update service. `keygen` and `sign` make and use the
-//! payload signing key locally; `upload`, `channel`, `pause`, `resume`,
+//! payload signing key locally; `upload`, `channel`, `pause`, `resume`, `halt`,
 //! `status` and `history` talk to `/api/v1/updates`.
 //!
 //! `update KEY VALUE` (no subcommand) stays etcdctl's update of a key; a key
@@ -91,10 +91,18 @@ pub enum UpdateSub {
         /// Channel name.
         name: String,
     },
-    /// Resume a channel's rollout; also clears an automatic halt.
+    /// Resume a channel's rollout; also clears a halt.
     Resume {
         /// Channel name.
         name: String,
+    },
+    /// Halt a channel's rollout by hand, as a failure threshold would; `resume` clears it.
+    Halt {
+        /// Channel name.
+        name: String,
+        /// Why (shown by `update status` and recorded in the history).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Show channels with their policy and every machine's update state.
     Status {
@@ -193,6 +201,13 @@ pub async fn run(client: &Client, out: &Out, args: UpdateCommand) -> anyhow::Res
         }
         UpdateSub::Pause { name } => pause(client, out, &name, true).await?,
         UpdateSub::Resume { name } => pause(client, out, &name, false).await?,
+        UpdateSub::Halt { name, reason } => {
+            let channel = client
+                .halt_channel(&name, reason.as_deref())
+                .await
+                .with_context(|| format!("halt channel {name}"))?;
+            out.emit(&channel, || channel_text(&channel))?;
+        }
         UpdateSub::Status { name } => status(client, out, name.as_deref()).await?,
         UpdateSub::History { limit } => {
             let events = client

@@ -27,6 +27,8 @@ pub trait Backend: Send + Sync + 'static {
     fn updates(&self) -> Answer<'_, UpdatesView>;
     /// Pauses (`true`) or resumes a channel's rollout.
     fn set_paused(&self, channel: String, paused: bool) -> Answer<'_, ()>;
+    /// Halts a channel's rollout (until a resume), with a reason or the default one.
+    fn halt_channel(&self, channel: String, reason: Option<String>) -> Answer<'_, ()>;
     /// A directory of the key space, listed recursively.
     fn keys(&self, dir: String) -> Answer<'_, KeyDir>;
     /// Sets a key to a value; the index of the write.

@@ -64,6 +64,15 @@ pub async fn set_paused(channel: String, paused: bool) -> Result<(), ServerFnErr
         .map_err(ServerFnError::new)
 }
 
+/// Halts a channel's rollout until a resume.
+#[server(prefix = "/ui/fn", endpoint = "halt_channel")]
+pub async fn halt_channel(channel: String, reason: Option<String>) -> Result<(), ServerFnError> {
+    backend()?
+        .halt_channel(channel, reason)
+        .await
+        .map_err(ServerFnError::new)
+}
+
 /// A key-space directory, recursively.
 #[server(prefix = "/ui/fn", endpoint = "keys")]
 pub async fn load_keys(dir: String) -> Result<KeyDir, ServerFnError> {

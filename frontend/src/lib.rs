@@ -3,12 +3,13 @@
 //!
 //! `model` holds the records the views show, `data` the server functions that
 //! fetch them, `backend` (server only) the trait the server implements to
-//! answer them, `live` the event stream that keeps them current, `app` the
-//! shell and routes, `views` the pages.
+//! answer them, `live` the event stream that keeps them current, `chart` the
+//! Overview's live chart, `app` the shell and routes, `views` the pages.
 
 pub mod app;
 #[cfg(feature = "ssr")]
 pub mod backend;
+pub mod chart;
 pub mod data;
 pub mod live;
 pub mod model;

@@ -2,10 +2,12 @@
 //! by key-space watches) and bumps a counter per affected area; the views'
 //! resources depend on those counters and refetch. No polling: nothing
 //! happens until the server sends an event. [`watch`] follows another
-//! prefix for the Key space page.
+//! prefix for the Key space page. Each event's index also goes into the
+//! samples the Overview's live chart draws (`crate::chart`).
 
 use leptos::prelude::*;
 
+use crate::chart::{self, Sample};
 use crate::model::KeyEvent;
 
 /// The counters views follow, and the state of the event stream.
@@ -19,6 +21,30 @@ pub struct Live {
     pub state: RwSignal<&'static str>,
     /// The etcd index of the last event received.
     pub index: RwSignal<u64>,
+    /// The last minute of indexes, for the Overview's chart (empty on the server).
+    pub samples: RwSignal<Vec<Sample>>,
+}
+
+impl Live {
+    /// Records the indexes known now (`commit` when a refetch reported it).
+    pub fn sample(&self, etcd_index: u64, commit: Option<u64>) {
+        let s = Sample {
+            at: now_secs(),
+            etcd_index,
+            commit,
+        };
+        self.samples.update(|list| chart::push(list, s));
+    }
+}
+
+/// Seconds on the browser's monotonic clock (zero on the server, which never samples).
+fn now_secs() -> f64 {
+    #[cfg(feature = "hydrate")]
+    return web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now() / 1000.0);
+    #[cfg(not(feature = "hydrate"))]
+    0.0
 }
 
 /// How long a burst of events is gathered before the views refetch once.
@@ -34,6 +60,7 @@ pub fn provide() -> Live {
         locks: RwSignal::new(0),
         state: RwSignal::new("server-rendered"),
         index: RwSignal::new(0),
+        samples: RwSignal::new(Vec::new()),
     };
     provide_context(live);
     #[cfg(feature = "hydrate")]
@@ -77,6 +104,7 @@ mod stream {
             move |open| live.state.set(if open { "live" } else { "reconnecting" }),
             move |event| {
                 live.index.set(event.index);
+                live.sample(event.index, None);
                 match event.area() {
                     Area::Fleet => settle(pending_fleet, live.fleet),
                     Area::Locks => settle(pending_locks, live.locks),

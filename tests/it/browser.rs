@@ -5,11 +5,12 @@
 //! Proves: each view (Overview, Topology, Units) hydrates and shows what the
 //! REST API says (members and leader, counts, machine cards per region with
 //! their instances, units with where each instance runs and why one cannot
-//! be placed); the navigation links switch views in the page (no reload);
+//! be placed); the Overview's live chart draws the indexes the event stream
+//! brought; the navigation links switch views in the page (no reload);
 //! the Topology filter works in the browser; a unit submitted from the page
 //! becomes running there by itself (the event stream), and a bad one gets
 //! the server's error next to the form with the typed text kept; Pause on
-//! the Updates page pauses the rollout (the API says so); a key edited on
+//! the Updates page pauses the rollout and Halt halts it (the API says so); a key edited on
 //! the Key space page fires the page's watch; the Events page lists the
 //! machines joining and filters by kind. Screenshots of the views go to
 //! `docs/screenshots/` (the README shows them).
@@ -262,6 +263,11 @@ async fn browse(client: &Client, base: &str, run: &str) -> Result<()> {
         shown["units"] == "4" && shown["instances"] == "4 / 5",
         "Overview should count 4 units, 4 of 5 instances running: {shown}"
     );
+    wait_js(client, "the live chart drew the indexes", CHART_JS, |v| {
+        v["samples"].as_str().and_then(|n| n.parse::<u32>().ok()) >= Some(2)
+            && v["etcd"].as_str().is_some_and(|p| p.contains(' '))
+    })
+    .await?;
     same_page(client, "/").await?;
     screenshot(client, &shots.join("overview.png")).await?;
 
@@ -276,20 +282,22 @@ async fn browse(client: &Client, base: &str, run: &str) -> Result<()> {
         .await?
         .click()
         .await?;
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let channel = get(&format!("{base}/api/v1/updates/channels/stable")).await?;
-        if channel["policy"]["paused"] == true {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the API does not say paused: {channel}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stable_policy_says(base, "paused").await?;
     wait_js(client, "the page says paused", CHANNEL_JS, |v| {
-        v["status"] == "paused" && v["button"] == "Resume"
+        v["status"] == "paused" && v["button"] == "Resume" && v["halt"] == true
+    })
+    .await?;
+    eprintln!("--- Halt beside Resume halts the rollout in the API; the page drops Halt");
+    client
+        .find(Locator::Css("tr[data-channel=stable] button.halt"))
+        .await?
+        .click()
+        .await?;
+    stable_policy_says(base, "halted").await?;
+    wait_js(client, "the page says halted", CHANNEL_JS, |v| {
+        v["status"] == "halted: halted from the dashboard"
+            && v["button"] == "Resume"
+            && v["halt"] == false
     })
     .await?;
     same_page(client, "/ui/updates").await?;
@@ -557,6 +565,27 @@ return Array.from(document.querySelectorAll('table#units tbody.unit'))
   }))
   .sort((a, b) => (JSON.stringify(a.name) < JSON.stringify(b.name) ? -1 : 1));";
 
+/// Waits until the API says the `stable` channel's policy `flag` is true.
+async fn stable_policy_says(base: &str, flag: &str) -> Result<()> {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let channel = get(&format!("{base}/api/v1/updates/channels/stable")).await?;
+        if channel["policy"][flag] == true {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the API does not say {flag}: {channel}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The Overview's live chart: how many samples, the etcd index line's points.
+const CHART_JS: &str = "
+const c = document.getElementById('live-chart');
+return c && { samples: c.dataset.samples, etcd: c.querySelector('polyline.etcd').getAttribute('points') };";
+
 /// The submit form's text and its error.
 const SUBMIT_JS: &str = "
 const f = document.getElementById('submit-unit');
@@ -568,7 +597,8 @@ const CHANNEL_JS: &str = "
 const r = document.querySelector('tr[data-channel=stable]');
 if (!r) return null;
 const t = (i) => r.cells[i].textContent.trim();
-return { policy: [t(2), t(3), t(4)], status: t(6), button: r.querySelector('button').textContent.trim() };";
+return { policy: [t(2), t(3), t(4)], status: t(6), button: r.querySelector('button').textContent.trim(),
+  halt: r.querySelector('button.halt') !== null };";
 
 /// The key form's key and value.
 const KEY_FORM_JS: &str = "

@@ -1,14 +1,15 @@
 //! The dashboard without a browser: a real `shoal-server`, a machine
 //! registered the way an agent does (a TTL'd record under `/_shoal/machines`),
 //! units submitted through the API; the server-rendered pages must show what
-//! the API says (members and leader, machines grouped by metadata with their
+//! the API says (members and leader, an empty live chart, machines grouped by metadata with their
 //! instances, units with placements and the reason one cannot be placed; a
 //! channel's policy, a machine's update state and the reboot-lock holder; a
 //! key-space directory with values and indexes; the cluster events the
 //! leader recorded), the dashboard's actions (its server functions under
 //! `/ui/fn`) must change what the API says or answer the API's error in
 //! words, and `/api/v1/events` must deliver a key-space change as a
-//! server-sent event, under `/_shoal` or under a chosen prefix.
+//! server-sent event, under `/_shoal` or under a chosen prefix. A Topology
+//! of 1,000 machines shows every group's count and a bounded number of cards.
 //! With `SHOAL_REQUIRE_WASM=1` (CI, after scripts/build-frontend) the wasm
 //! package must be served at `/pkg`.
 
@@ -164,6 +165,9 @@ async fn pages_render_what_the_api_says() -> Result<()> {
             "<span>Machines</span><b>1</b>",
             "<span>Units</span><b>2</b>",
             "data-state=\"server-rendered\"",
+            "id=\"writes-chart\"",
+            "id=\"index-chart\"",
+            "id=\"live-chart\" data-samples=\"0\"",
         ],
     )?;
     let members: Value = http
@@ -298,6 +302,40 @@ async fn views_and_actions_go_through_the_api() -> Result<()> {
     ensure!(
         status >= 400 && body.contains("nope"),
         "resume of a missing channel: {status} {body}"
+    );
+
+    eprintln!("--- Halt through the dashboard: the API says halted, the page offers Resume only");
+    let (status, body) = server_fn(
+        &http,
+        &base,
+        "halt_channel",
+        &[("channel", "stable"), ("reason", "seen on the dashboard")],
+    )
+    .await?;
+    ensure!(status == 200, "halt_channel: {status} {body}");
+    let channel = api_get(&http, &base, "/api/v1/updates/channels/stable").await?;
+    ensure!(
+        channel["policy"]["halted"] == true
+            && channel["policy"]["halt_reason"] == "seen on the dashboard",
+        "not halted: {channel}"
+    );
+    let html = page(&http, &base, "/ui/updates").await?;
+    must_contain(
+        &html,
+        "/ui/updates",
+        &[
+            "<td class=\"status\">halted: seen on the dashboard</td>",
+            ">Resume</button>",
+        ],
+    )?;
+    ensure!(
+        !html.contains(">Halt</button>"),
+        "a halted channel offers Halt"
+    );
+    let (status, body) = server_fn(&http, &base, "halt_channel", &[("channel", "nope")]).await?;
+    ensure!(
+        status >= 400 && body.contains("nope"),
+        "halt of a missing channel: {status} {body}"
     );
 
     eprintln!("--- Key space: a directory listed with values and indexes");
@@ -456,6 +494,74 @@ async fn views_and_actions_go_through_the_api() -> Result<()> {
 
 /// Reads the event stream until a `data:` line mentions `key`, at most `within`;
 /// every event on the way must be under `/_shoal`.
+/// Machines in the large Topology test, in [`REGIONS`] regions.
+const MANY: usize = 1_000;
+/// Regions the [`MANY`] machines spread over.
+const REGIONS: usize = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_of_a_thousand_machines_is_bounded() -> Result<()> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+
+    let cluster = Cluster::start_with(Flavor::Shoal, 1, &[]).await?;
+    let base = cluster.members[0].client_url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+
+    eprintln!("--- {MANY} machines register in {REGIONS} regions, each on its own rack");
+    futures::stream::iter(0..MANY)
+        .map(|i| {
+            let machine = json!({
+                "id": format!("big-{i:04}"), "hostname": format!("host-{i:04}"),
+                "addresses": [format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)],
+                "metadata": {"region": format!("r{}", i % REGIONS), "rack": format!("rack-{i:04}")},
+                "cpu_millis": 4000, "memory_mb": 8192,
+            });
+            let (http, base) = (&http, &base);
+            async move { register(http, base, &machine).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await?;
+
+    eprintln!("--- by region: every group's count, {CARDS} cards each, a Show all");
+    let html = page(&http, &base, "/ui/topology").await?;
+    let per_region = MANY / REGIONS;
+    must_contain(&html, "/ui/topology", &[&format!("{MANY}<!> machines")])?;
+    for r in 0..REGIONS {
+        let group = format!("<h2>region=r{r}<small> · <!>{per_region}</small></h2>");
+        must_contain(&html, "/ui/topology", &[&group])?;
+    }
+    let cards = html.matches("data-id=\"big-").count();
+    ensure!(cards == REGIONS * CARDS, "{cards} cards shown");
+    let more = html
+        .matches(&format!(">Show all {per_region}</button>"))
+        .count();
+    ensure!(more == REGIONS, "{more} Show all buttons");
+    eprintln!("/ui/topology with {MANY} machines: {} bytes", html.len());
+    ensure!(html.len() < MAX_PAGE, "{} bytes", html.len());
+
+    eprintln!("--- by rack: {MANY} groups, each counted, only the first {OPEN} open");
+    let html = page(&http, &base, "/ui/topology?group=rack").await?;
+    for i in 0..MANY {
+        let group = format!("<h2>rack=rack-{i:04}<small> · <!>1</small></h2>");
+        must_contain(&html, "/ui/topology?group=rack", &[&group])?;
+    }
+    let cards = html.matches("data-id=\"big-").count();
+    ensure!(cards == OPEN, "{cards} cards shown");
+    ensure!(html.len() < MAX_PAGE, "{} bytes", html.len());
+    Ok(())
+}
+
+/// Cards a Topology group shows before "Show all" (the frontend's limit).
+const CARDS: usize = 24;
+/// Groups open as the Topology page loads (the frontend's limit).
+const OPEN: usize = 12;
+/// Most bytes the Topology page of [`MANY`] machines may take: the cards are
+/// bounded, the rest (group headings, the hydration data) grows with the fleet.
+const MAX_PAGE: usize = 1_000_000;
+
 async fn wait_event(resp: &mut reqwest::Response, key: &str, within: Duration) -> Result<Value> {
     wait_event_under(resp, "/_shoal", key, within).await
 }

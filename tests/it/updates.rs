@@ -3,6 +3,7 @@
 //! public key, a ranged download that resumes mid-file, channel policy
 //! validation, and three fake machines checking in: the canary goes first,
 //! failures reaching the threshold halt the rollout, resume and pause work,
+//! an operator halts by hand (REST with a reason, `shoalctl update halt`),
 //! and the history records it all. And payload replication: on a 3-member
 //! cluster every member ends up holding an upload, also one that was stopped
 //! while it happened and must fetch it from a member other than the dead
@@ -303,6 +304,59 @@ async fn signed_upload_ranged_download_and_rollout_decisions() -> Result<()> {
             && last_two[1]["kind"] == "machine_state",
         "the newest two, oldest first: {last_two}"
     );
+
+    eprintln!("--- a halt by hand holds everyone with its reason; resume clears it");
+    let halt_url = format!("{base}/api/v1/updates/channels/stable/halt");
+    let resp = http
+        .post(&halt_url)
+        .json(&json!({ "reason": "bad batch" }))
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "halt: {}", resp.status());
+    let c: Value = resp.json().await?;
+    ensure!(
+        c["policy"]["halted"] == true && c["policy"]["halt_reason"] == "bad batch",
+        "{c}"
+    );
+    let r = checkin(&base, "m3", "1.0", "idle", None).await?;
+    ensure!(
+        r["proceed"] == false && r["reason"] == "rollout halted: bad batch",
+        "{r}"
+    );
+    let resp = http
+        .post(&halt_url)
+        .json(&json!({ "reason": "another" }))
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "a second halt: {}", resp.status());
+    ensure!(
+        channel(&base).await?["policy"]["halt_reason"] == "bad batch",
+        "a second halt keeps the first reason"
+    );
+    let newest: Value = http
+        .get(format!("{base}/api/v1/updates/history?limit=1"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        newest[0]["kind"] == "channel_halted" && newest[0]["detail"] == "bad batch",
+        "the halt is recorded once: {newest}"
+    );
+    for (url, body, want) in [
+        (halt_url.clone(), "{\"reason\": 5}", 400),
+        (halt_url.clone(), "{\"reason\": \"two\\nlines\"}", 400),
+        (format!("{base}/api/v1/updates/channels/nope/halt"), "", 404),
+    ] {
+        let resp = http.post(&url).body(body).send().await?;
+        ensure!(resp.status() == want, "{url} {body:?}: {}", resp.status());
+    }
+    shoalctl_ok(&base, &["update", "resume", "stable"])?;
+    ensure!(channel(&base).await?["policy"]["halted"] == false);
+    let out = shoalctl_ok(&base, &["update", "halt", "stable"])?;
+    ensure!(out.contains("halted: halted by an operator"), "{out}");
+    let out = shoalctl_ok(&base, &["update", "resume", "stable"])?;
+    ensure!(!out.contains("halted"), "{out}");
     Ok(())
 }
 

@@ -1,11 +1,14 @@
-//! Overview: the control-plane members with leader, term and indexes, and
-//! the fleet's counts.
+//! Overview: the control-plane members with leader, term and indexes, the
+//! fleet's counts, and a live chart of the last minute's writes per second and
+//! indexes (fed by the event stream and the page's refetches; empty as the
+//! server renders it).
 
 use leptos::prelude::*;
 
 use super::{failure, or_dash};
+use crate::chart;
 use crate::data::load_overview;
-use crate::live::use_live;
+use crate::live::{use_live, Live};
 use crate::model::Overview;
 
 /// The Overview page.
@@ -16,8 +19,14 @@ pub fn OverviewPage() -> impl IntoView {
         move || (live.fleet.get(), live.locks.get()),
         |_| load_overview(),
     );
+    Effect::new(move |_| {
+        if let Some(Ok(o)) = data.get() {
+            live.sample(o.etcd_index, o.commit);
+        }
+    });
     view! {
         <h1>"Overview"</h1>
+        {live_chart(live)}
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match data.await {
@@ -26,6 +35,34 @@ pub fn OverviewPage() -> impl IntoView {
                 }
             })}
         </Transition>
+    }
+}
+
+/// The two charts: writes per second, and the etcd and commit indexes.
+fn live_chart(live: Live) -> impl IntoView {
+    let samples = live.samples;
+    let writes = Memo::new(move |_| samples.with(|s| chart::writes_per_second(s)));
+    let etcd = move || samples.with(|s| chart::points(&chart::etcd_series(s), false));
+    let commit = move || samples.with(|s| chart::points(&chart::commit_series(s), false));
+    let latest = move || writes.with(|w| w.last().map_or("—".into(), |p| p.1.to_string()));
+    let last_index = move || samples.with(|s| s.last().map_or(0, |s| s.etcd_index));
+    let view_box = format!("0 0 {} {}", chart::WIDTH, chart::HEIGHT);
+    view! {
+        <section id="live-chart" class="charts" data-samples=move || samples.with(Vec::len)>
+            <figure class="chart" id="writes-chart">
+                <figcaption>"Writes/s, last " {chart::WINDOW_SECS} " s: " <b>{latest}</b></figcaption>
+                <svg viewBox=view_box.clone() preserveAspectRatio="none" role="img" aria-label="writes per second">
+                    <polyline class="writes" fill="none" points=move || writes.with(|w| chart::points(w, true))></polyline>
+                </svg>
+            </figure>
+            <figure class="chart" id="index-chart">
+                <figcaption>"etcd index " <b>{last_index}</b> " and commit index"</figcaption>
+                <svg viewBox=view_box preserveAspectRatio="none" role="img" aria-label="etcd and commit index">
+                    <polyline class="etcd" fill="none" points=etcd></polyline>
+                    <polyline class="commit" fill="none" points=commit></polyline>
+                </svg>
+            </figure>
+        </section>
     }
 }
 

@@ -1,5 +1,8 @@
 //! Topology: every machine as a card, grouped by a metadata key of the
-//! user's choice, with its instances and state, and a text filter.
+//! user's choice, with its instances and state, and a text filter. Built for
+//! a thousand machines: every group shows its count, groups collapse (the
+//! first [`OPEN_GROUPS`] start open, closed ones render no cards), and a
+//! group shows [`CARDS_PER_GROUP`] cards until "Show all" is clicked.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +16,19 @@ use crate::model::MachineCard;
 
 /// Metadata keys tried, in order, when the page does not name one.
 const USUAL_KEYS: [&str; 4] = ["region", "zone", "rack", "role"];
+/// Groups open when the page loads; the others start collapsed.
+const OPEN_GROUPS: usize = 12;
+/// Cards a group shows before "Show all".
+const CARDS_PER_GROUP: usize = 24;
+
+/// What the user opened, closed and expanded, by group label.
+#[derive(Clone, Debug, Default)]
+struct Folding {
+    /// Groups toggled away from their initial state: `true` open.
+    open: BTreeMap<String, bool>,
+    /// Groups showing all their cards.
+    all: BTreeSet<String>,
+}
 
 /// The Topology page; `?group=<key>` and `?q=<text>` set the grouping and the filter.
 #[component]
@@ -68,6 +84,7 @@ fn page(list: Vec<MachineCard>, group: RwSignal<String>, filter: RwSignal<String
         .collect_view();
     let count = list.len();
     let list = StoredValue::new(list);
+    let folding = RwSignal::new(Folding::default());
     view! {
         <form class="controls" method="get">
             <label>
@@ -93,15 +110,16 @@ fn page(list: Vec<MachineCard>, group: RwSignal<String>, filter: RwSignal<String
             {move || {
                 let key = chosen();
                 let needle = filter.get().to_lowercase();
-                list.with_value(|l| groups(l, &key, &needle))
+                list.with_value(|l| groups(l, &key, &needle, folding))
             }}
         </div>
     }
     .into_any()
 }
 
-/// The cards matching `needle`, in sections by their value of `key` (`-`: one section).
-fn groups(list: &[MachineCard], key: &str, needle: &str) -> AnyView {
+/// The cards matching `needle`, in sections by their value of `key` (`-`: one
+/// section), folded as `folding` says.
+fn groups(list: &[MachineCard], key: &str, needle: &str, folding: RwSignal<Folding>) -> AnyView {
     let mut sections: BTreeMap<String, Vec<&MachineCard>> = BTreeMap::new();
     for m in list.iter().filter(|m| matches(m, needle)) {
         let label = if key == "-" || key.is_empty() {
@@ -116,15 +134,55 @@ fn groups(list: &[MachineCard], key: &str, needle: &str) -> AnyView {
     if sections.is_empty() {
         return view! { <p class="empty">"No machine matches."</p> }.into_any();
     }
+    let state = folding.get();
     sections
         .into_iter()
-        .map(|(label, machines)| {
+        .enumerate()
+        .map(|(i, (label, machines))| {
             let n = machines.len();
-            let cards = machines.into_iter().map(card).collect_view();
+            let open = state.open.get(&label).copied().unwrap_or(i < OPEN_GROUPS);
+            let limit = if state.all.contains(&label) {
+                n
+            } else {
+                CARDS_PER_GROUP
+            };
+            let cards = if open {
+                machines.into_iter().take(limit).map(card).collect_view()
+            } else {
+                Vec::new()
+            };
+            let toggle = {
+                let label = label.clone();
+                move |ev: leptos::ev::MouseEvent| {
+                    ev.prevent_default();
+                    folding.update(|f| {
+                        f.open.insert(label.clone(), !open);
+                    });
+                }
+            };
+            let more = (open && n > limit).then(|| {
+                let label = label.clone();
+                let all = move |_| {
+                    folding.update(|f| {
+                        f.all.insert(label.clone());
+                    });
+                };
+                view! {
+                    <button type="button" class="show-all" on:click=all>
+                        {format!("Show all {n}")}
+                    </button>
+                }
+            });
+            let id = label.clone();
             view! {
-                <section class="group">
-                    <h2>{label} <small>" · " {n}</small></h2>
-                    <div class="cards">{cards}</div>
+                <section class="group" data-group=id>
+                    <details open=open>
+                        <summary on:click=toggle>
+                            <h2>{label} <small>" · " {n}</small></h2>
+                        </summary>
+                        <div class="cards">{cards}</div>
+                        {more}
+                    </details>
                 </section>
             }
         })

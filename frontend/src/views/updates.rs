@@ -1,25 +1,55 @@
-//! Updates: each channel's version and rollout policy with Pause / Resume,
+//! Updates: each channel's version and rollout policy with Pause / Resume and Halt,
 //! every machine's progress through the update states, who holds the reboot
 //! lock, and the newest update history.
 
 use leptos::prelude::*;
 
 use super::{failure, words};
-use crate::data::{load_updates, set_paused};
+use crate::data::{halt_channel, load_updates, set_paused};
 use crate::live::use_live;
 use crate::model::{ChannelRow, HistoryRow, LockHolderRow, MachineProgress, UpdatesView};
 
-/// A Pause or Resume click: the channel, and the error in words if it failed.
-type PauseAction = Action<(String, bool), (String, Option<String>)>;
+/// What a channel's buttons do to its rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Move {
+    /// Hold every machine until a resume.
+    Pause,
+    /// Let machines proceed again (clears a halt too).
+    Resume,
+    /// Halt by hand, as a failure threshold would.
+    Halt,
+}
+
+impl Move {
+    /// The button's label.
+    fn label(self) -> &'static str {
+        match self {
+            Move::Pause => "Pause",
+            Move::Resume => "Resume",
+            Move::Halt => "Halt",
+        }
+    }
+}
+
+/// A Pause, Resume or Halt click: the channel, and the error in words if it failed.
+type PauseAction = Action<(String, Move), (String, Option<String>)>;
+
+/// The reason a halt from this page records.
+const HALT_REASON: &str = "halted from the dashboard";
 
 /// The Updates page.
 #[component]
 pub fn UpdatesPage() -> impl IntoView {
     let live = use_live();
-    let pause: PauseAction = Action::new(|(channel, paused): &(String, bool)| {
-        let (channel, paused) = (channel.clone(), *paused);
+    let pause: PauseAction = Action::new(|(channel, verb): &(String, Move)| {
+        let (channel, verb) = (channel.clone(), *verb);
         async move {
-            let failed = set_paused(channel.clone(), paused).await.err();
+            let failed = match verb {
+                Move::Pause => set_paused(channel.clone(), true).await,
+                Move::Resume => set_paused(channel.clone(), false).await,
+                Move::Halt => halt_channel(channel.clone(), Some(HALT_REASON.into())).await,
+            }
+            .err();
             (channel, failed.map(|e| words(&e)))
         }
     });
@@ -76,7 +106,10 @@ fn channels(list: Vec<ChannelRow>, pause: PauseAction) -> AnyView {
                 format!("{} ({})", c.windows.join(", "), c.timezone)
             };
             let name = c.name.clone();
-            let (label, next) = if stopped { ("Resume", false) } else { ("Pause", true) };
+            let mut verbs = vec![if stopped { Move::Resume } else { Move::Pause }];
+            if !c.halted {
+                verbs.push(Move::Halt);
+            }
             let error = {
                 let name = name.clone();
                 move || {
@@ -86,12 +119,21 @@ fn channels(list: Vec<ChannelRow>, pause: PauseAction) -> AnyView {
                         .and_then(|(c, e)| if c == name { e } else { None })
                 }
             };
-            let click = {
-                let name = name.clone();
-                move |_| {
-                    pause.dispatch((name.clone(), next));
-                }
-            };
+            let buttons = verbs
+                .into_iter()
+                .map(|verb| {
+                    let name = name.clone();
+                    let click = move |_| {
+                        pause.dispatch((name.clone(), verb));
+                    };
+                    let label = verb.label();
+                    view! {
+                        <button class=label.to_lowercase() on:click=click disabled=move || pause.pending().get()>
+                            {label}
+                        </button>
+                    }
+                })
+                .collect_view();
             view! {
                 <tr class=format!("channel {}", if stopped { "stopped" } else { "rolling" }) data-channel=name>
                     <td class="name">{c.name}</td>
@@ -102,9 +144,7 @@ fn channels(list: Vec<ChannelRow>, pause: PauseAction) -> AnyView {
                     <td>{c.failure_threshold}</td>
                     <td class="status">{status}</td>
                     <td class="act">
-                        <button class=label.to_lowercase() on:click=click disabled=move || pause.pending().get()>
-                            {label}
-                        </button>
+                        {buttons}
                         <span class="error">{error}</span>
                     </td>
                 </tr>

@@ -166,7 +166,7 @@ fn need(method: &Method, path: &str) -> Need {
         ["api", "v1", "elections", _] => by_method(Need::Read, None),
         ["api", "v1", "units", _, "start" | "stop"]
         | ["api", "v1", "elections", _, "campaign" | "resign"]
-        | ["api", "v1", "updates", "channels", _, "pause" | "resume"]
+        | ["api", "v1", "updates", "channels", _, "pause" | "resume" | "halt"]
             if post =>
         {
             Need::Operate
@@ -187,7 +187,7 @@ fn need(method: &Method, path: &str) -> Need {
 fn server_fn(name: &str) -> Need {
     match name {
         "overview" | "machines" | "units" | "updates" | "events" => Need::Dashboard,
-        "submit_unit" | "unit_action" | "set_paused" => Need::Operate,
+        "submit_unit" | "unit_action" | "set_paused" | "halt_channel" => Need::Operate,
         _ => Need::Admin,
     }
 }

@@ -4,7 +4,7 @@
 //! `/v2/members`, `/v2/stats/*`, `/v2/keys`, `/api/v1/machines`,
 //! `/api/v1/units`, `/api/v1/locks` and `/api/v1/updates` (other members'
 //! stats over their client URLs), so the dashboard shows exactly what the API
-//! says; its actions (submit, start, stop, destroy, pause, resume, key
+//! says; its actions (submit, start, stop, destroy, pause, resume, halt, key
 //! writes) call those same handlers in-process: no private back door.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use api::fleet::{parse_unit, ClusterEvent, Desired, UnitFormat, UnitKind, UnitSt
 use api::keys::{KeysResponse, Node};
 use api::locks::LockList;
 use api::members::Member as WireMember;
-use api::updates::{Channel, HistoryEvent, MachineUpdate, REBOOT_LOCK};
+use api::updates::{Channel, HaltRequest, HistoryEvent, MachineUpdate, REBOOT_LOCK};
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{Method, StatusCode, Uri};
@@ -316,6 +316,12 @@ impl Source {
         json_of::<Channel>(resp).await.map(drop)
     }
 
+    async fn halt(&self, channel: String, reason: Option<String>) -> Result<(), String> {
+        let body = serde_json::to_vec(&HaltRequest { reason }).map_err(|e| e.to_string())?;
+        let resp = updates::halt(State(self.updates.clone()), UrlPath(channel), body.into()).await;
+        json_of::<Channel>(resp).await.map(drop)
+    }
+
     /// Calls the `/v2/keys` handler as an HTTP request would.
     async fn keys_request(
         &self,
@@ -420,6 +426,10 @@ impl Backend for Source {
 
     fn set_paused(&self, channel: String, paused: bool) -> Answer<'_, ()> {
         Box::pin(self.pause(channel, paused))
+    }
+
+    fn halt_channel(&self, channel: String, reason: Option<String>) -> Answer<'_, ()> {
+        Box::pin(self.halt(channel, reason))
     }
 
     fn keys(&self, dir: String) -> Answer<'_, KeyDir> {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use api::updates::{ChannelUpdate, CheckIn, UploadQuery};
+use api::updates::{ChannelUpdate, CheckIn, HaltRequest, UploadQuery};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -23,6 +23,12 @@ use crate::updates::{Location, UpdateError, Updates};
 /// Most history events one request returns.
 const MAX_HISTORY: usize = 10_000;
 
+/// Longest reason a manual halt may give, in bytes.
+const MAX_HALT_REASON: usize = 1024;
+
+/// The reason of a halt that gives none.
+const DEFAULT_HALT_REASON: &str = "halted by an operator";
+
 /// The routes that read JSON bodies (the caller applies the body limit).
 pub fn router(updates: Arc<Updates>) -> Router {
     Router::new()
@@ -34,6 +40,7 @@ pub fn router(updates: Arc<Updates>) -> Router {
         )
         .route("/api/v1/updates/channels/{name}/pause", post(pause))
         .route("/api/v1/updates/channels/{name}/resume", post(resume))
+        .route("/api/v1/updates/channels/{name}/halt", post(halt))
         .route("/api/v1/updates/checkin", post(checkin))
         .route("/api/v1/updates/machines", get(machines))
         .route("/api/v1/updates/history", get(history))
@@ -149,6 +156,34 @@ pub async fn pause(State(updates): State<Arc<Updates>>, Path(name): Path<String>
 /// `POST /api/v1/updates/channels/{name}/resume`: also clears a halt.
 pub async fn resume(State(updates): State<Arc<Updates>>, Path(name): Path<String>) -> Response {
     answer(updates.set_paused(&name, false).await)
+}
+
+/// `POST /api/v1/updates/channels/{name}/halt` with an optional [`HaltRequest`]:
+/// halts the rollout (until a resume); a channel already halted keeps its reason.
+pub async fn halt(
+    State(updates): State<Arc<Updates>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        HaltRequest::default()
+    } else {
+        match serde_json::from_slice::<HaltRequest>(&body) {
+            Ok(r) => r,
+            Err(e) => return bad_request(format!("halt body: {e}")),
+        }
+    };
+    let reason = request
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| DEFAULT_HALT_REASON.to_owned());
+    if reason.len() > MAX_HALT_REASON || reason.chars().any(char::is_control) {
+        return bad_request(format!(
+            "reason must be at most {MAX_HALT_REASON} bytes on one line"
+        ));
+    }
+    answer(updates.halt(&name, reason).await)
 }
 
 /// `POST /api/v1/updates/checkin` with a [`CheckIn`]: a `CheckInReply`.

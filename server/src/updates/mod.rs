@@ -559,8 +559,9 @@ impl Updates {
         Ok(reply)
     }
 
-    /// Halts a channel with `reason` (once) and records it.
-    async fn halt(&self, name: &str, reason: String) -> Result<(), UpdateError> {
+    /// Halts a channel with `reason` (once; an earlier reason stays) and records
+    /// it: the rollout halts automatically on failures, or by an operator.
+    pub async fn halt(&self, name: &str, reason: String) -> Result<Channel, UpdateError> {
         let (before, after) = self
             .modify_channel(name, false, |c| {
                 if !c.policy.halted {
@@ -575,14 +576,14 @@ impl Updates {
                 &self.member,
                 HistoryEvent {
                     channel: Some(name.to_owned()),
-                    version: after.version,
+                    version: after.version.clone(),
                     detail: reason,
                     ..event("channel_halted")
                 },
             )
             .await;
         }
-        Ok(())
+        Ok(after)
     }
 }
 
