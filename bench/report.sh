@@ -40,6 +40,7 @@ if [[ $MODE == quick ]]; then
   ROLLOUT_ARGS=(--hosts 10 --reboot-ms 500 --health-ms 250 --warmup-secs 1 --steady-secs 2)
   DOWNLOAD_ARGS=(--clients 4 --size-mib 32 --rounds 1)
   LATENCY_ENV=(TRIALS=5)
+  DASHBOARD_ARGS=(--machines 200 --units 1000)
 else
   KEYSPACE_ENV=(DURATION=10s IDLE_WATCH=10)
   FAILOVER_ENV=(TRIALS=20)
@@ -49,6 +50,7 @@ else
   ROLLOUT_ARGS=()
   DOWNLOAD_ARGS=()
   LATENCY_ENV=(TRIALS=20)
+  DASHBOARD_ARGS=()
 fi
 
 for tool in python3 curl wrk etcd; do
@@ -113,7 +115,7 @@ else
   skip start-latency "no Docker engine reachable (docker info failed)"
 fi
 if [[ -x $HERE/dashboard.sh ]]; then
-  run dashboard bench/dashboard.sh
+  run dashboard bench/dashboard.sh "${DASHBOARD_ARGS[@]}"
 else
   skip dashboard "bench/dashboard.sh does not exist yet"
 fi

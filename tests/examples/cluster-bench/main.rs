@@ -45,6 +45,7 @@ Options (all optional):
   --keys N                recovery: keys to load (default 1000000)
   --concurrency N         recovery: PUTs in flight while loading (default 128)
   --value-bytes N         recovery: bytes per value (default 64)
+  --catch-up-secs N       recovery: longest wait for the wiped member (default 600)
   --snapshot-count N      recovery: Shoal's --snapshot-count (default: the server's, 10000)
   --heartbeat-ms N        --heartbeat-interval of every member (default 100)
   --election-ms N         --election-timeout of every member (default 1000)
@@ -97,7 +98,7 @@ fn parse_opts() -> Result<Option<Opts>> {
             keys: 1_000_000,
             concurrency: 128,
             value_bytes: 64,
-            catch_up_timeout: Duration::from_secs(900),
+            catch_up_timeout: Duration::from_secs(600),
         },
         heartbeat_ms: 100,
         election_ms: 1000,
@@ -144,6 +145,10 @@ fn parse_opts() -> Result<Option<Opts>> {
             }
             "--heartbeat-ms" => opts.heartbeat_ms = value()?.parse().context("--heartbeat-ms")?,
             "--election-ms" => opts.election_ms = value()?.parse().context("--election-ms")?,
+            "--catch-up-secs" => {
+                opts.recovery.catch_up_timeout =
+                    Duration::from_secs(value()?.parse().context("--catch-up-secs")?)
+            }
             "--snapshot-count" => {
                 opts.snapshot_count = Some(value()?.parse().context("--snapshot-count")?)
             }
@@ -364,8 +369,9 @@ type Row = (&'static str, Box<dyn Fn(&RecoveryResult) -> String>);
 fn recovery_table(results: &[RecoveryResult], opts: &Opts) -> String {
     let secs = |x: Option<f64>| x.map_or("n/a".into(), |v| format!("{v:.2} s"));
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    let catch_up = opts.recovery.catch_up_timeout.as_secs_f64();
     let opt = |x: Option<u64>| x.map_or("n/a".into(), |v| v.to_string());
-    let rows: [Row; 11] = [
+    let rows: [Row; 12] = [
         (
             "keys loaded (failed)",
             Box::new(|r| format!("{} ({})", r.keys, r.load_failed)),
@@ -396,7 +402,18 @@ fn recovery_table(results: &[RecoveryResult], opts: &Opts) -> String {
         ),
         (
             "**restart → caught up** (index equal, last key read)",
-            Box::new(move |r| format!("**{}**", secs(r.caught_up_secs))),
+            Box::new(move |r| {
+                let s = r
+                    .caught_up_secs
+                    .map_or(format!("not within {}", secs(Some(catch_up))), |v| {
+                        secs(Some(v))
+                    });
+                format!("**{s}**")
+            }),
+        ),
+        (
+            "recovered member's raft applied index at the end",
+            Box::new(move |r| opt(r.member_applied)),
         ),
         (
             "keys on leader / recovered member (stats/store)",
