@@ -76,11 +76,6 @@ impl Recorder {
             }
         }
     }
-
-    /// Events dropped so far because the writer was behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
 }
 
 /// A new event of `kind`.
