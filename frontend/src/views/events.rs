@@ -1,6 +1,7 @@
 //! Events: the cluster's timeline (machines joined and lost, instances placed
 //! and moved, leaders elected) and, for admins, the audit log (kind `audit`:
-//! writes through the API), newest first, filterable by kind.
+//! writes through the API, shown only when that kind is chosen), newest
+//! first, filterable by kind.
 
 use std::collections::BTreeSet;
 
@@ -41,6 +42,20 @@ pub fn EventsPage() -> impl IntoView {
     }
 }
 
+/// True when a row of `kind` is shown for the filter `wanted`: that kind
+/// only, or with no filter every kind but the audit log (which would drown
+/// the cluster's own events: agents write every few seconds).
+fn shows(wanted: &str, kind: &str) -> bool {
+    if wanted.is_empty() {
+        kind != AUDIT
+    } else {
+        kind == wanted
+    }
+}
+
+/// The kind of audit log rows.
+const AUDIT: &str = "audit";
+
 /// Both timelines in one, newest first (`at` is `YYYY-MM-DD HH:MM:SS`, so it sorts as text).
 fn newest_first(mut events: Vec<HistoryRow>, audit: Vec<HistoryRow>) -> Vec<HistoryRow> {
     events.extend(audit);
@@ -63,7 +78,7 @@ fn page(list: Vec<HistoryRow>, kind: RwSignal<String>) -> AnyView {
             <label>
                 "Kind "
                 <select name="kind" on:change=move |ev| kind.set(event_target_value(&ev))>
-                    <option value="">"all"</option>
+                    <option value="">"all cluster events"</option>
                     {options}
                 </select>
             </label>
@@ -73,7 +88,7 @@ fn page(list: Vec<HistoryRow>, kind: RwSignal<String>) -> AnyView {
                 let wanted = kind.get();
                 let shown: Vec<HistoryRow> = list.with_value(|l| {
                     l.iter()
-                        .filter(|e| wanted.is_empty() || e.kind == wanted)
+                        .filter(|e| shows(&wanted, &e.kind))
                         .cloned()
                         .collect()
                 });
@@ -95,6 +110,15 @@ mod tests {
             subjects: Vec::new(),
             detail: String::new(),
         }
+    }
+
+    #[test]
+    fn audit_rows_show_only_when_chosen() {
+        assert!(shows("", "machine_joined"));
+        assert!(!shows("", "audit"));
+        assert!(shows("audit", "audit"));
+        assert!(!shows("audit", "machine_joined"));
+        assert!(shows("machine_joined", "machine_joined"));
     }
 
     #[test]
