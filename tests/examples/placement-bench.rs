@@ -19,10 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
-use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +30,10 @@ use api::fleet::{Assignment, Machine, Unit, MACHINES_DIR, PLACEMENTS_DIR, UNPLAC
 use api::Client;
 use futures::stream::{self, StreamExt as _};
 use tokio::time::Instant;
+
+#[path = "common/server.rs"]
+mod server;
+use server::{clock_ticks, proc_stats, Server};
 
 /// etcd's "key not found" error code.
 const KEY_NOT_FOUND: u32 = 100;
@@ -122,146 +123,6 @@ fn parse_opts() -> Result<Option<Opts>> {
         bail!("units that conflict with themselves need at least --replicas live machines");
     }
     Ok(Some(opts))
-}
-
-/// The running server; SIGKILLed and reaped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("bind a loopback port")?;
-    Ok(l.local_addr().context("local address")?.port())
-}
-
-impl Server {
-    fn start(bin: &Path, dir: &Path) -> Result<Server> {
-        if !bin.is_file() {
-            bail!(
-                "{} does not exist: run `cargo build --release -p server` first (or pass --server)",
-                bin.display()
-            );
-        }
-        let (client, peer) = (free_port()?, free_port()?);
-        if client == peer {
-            bail!("got the same port twice; try again");
-        }
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let data = dir.join("data");
-        let log = dir.join("server.log");
-        let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let err = out.try_clone().context("clone the log file handle")?;
-        let child = Command::new(bin)
-            .args(["--name", "bench", "--data-dir"])
-            .arg(&data)
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("bench={peer_url}")])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", "placement-bench"])
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        Ok(Server {
-            child,
-            url: client_url,
-            log,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Fails when the process has exited.
-    fn check_alive(&mut self) -> Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => bail!("shoal-server exited ({status}); see {}", self.log.display()),
-            Err(e) => Err(e).context("cannot check the server process"),
-        }
-    }
-
-    async fn wait_healthy(&mut self, client: &Client, deadline: Instant) -> Result<()> {
-        loop {
-            self.check_alive()?;
-            if let Ok(h) = client.health().await {
-                if h.health == "true" {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!("server not healthy in time; see {}", self.log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// Memory and CPU of a process, from `/proc`.
-#[derive(Debug, Clone, Copy, Default)]
-struct ProcStats {
-    /// Peak resident set (VmHWM), KiB.
-    hwm_kb: u64,
-    /// Current resident set (VmRSS), KiB.
-    rss_kb: u64,
-    /// User + system CPU time, seconds.
-    cpu_secs: f64,
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn proc_stats(pid: u32, ticks: f64) -> Result<ProcStats> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("read /proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("read /proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    Ok(ProcStats {
-        hwm_kb: field("VmHWM:"),
-        rss_kb: field("VmRSS:"),
-        cpu_secs: (tick(11) + tick(12)) / ticks,
-    })
 }
 
 /// The simulated machine number `i`.
@@ -673,7 +534,7 @@ async fn main() -> Result<()> {
         .context("create a temp dir")?
         .keep();
     eprintln!("bench: run dir {}", run_dir.display());
-    let mut server = Server::start(&opts.server, &run_dir)?;
+    let mut server = Server::start(&opts.server, &run_dir, "placement-bench", &[] as &[&str])?;
     eprintln!("bench: shoal-server pid {} on {}", server.pid(), server.url);
     let hard_stop = opts.timeout + Duration::from_secs(30);
     let outcome = tokio::select! {
@@ -700,15 +561,8 @@ async fn main() -> Result<()> {
 async fn bench(opts: &Opts, server: &mut Server) -> Result<String> {
     let deadline = Instant::now() + opts.timeout;
     let ticks = clock_ticks();
-    let client = Client::with_timeouts(
-        vec![server.url.parse().context("server URL")?],
-        Duration::from_secs(3),
-        Duration::from_secs(20),
-    )
-    .context("build the client")?;
-    server
-        .wait_healthy(&client, Instant::now() + Duration::from_secs(30))
-        .await?;
+    let client = server.client(Duration::from_secs(20))?;
+    server.wait_healthy(&client).await?;
     let idle = proc_stats(server.pid(), ticks)?;
 
     // Machines.

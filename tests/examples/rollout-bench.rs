@@ -42,9 +42,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::Duration;
@@ -68,6 +67,10 @@ use node_agent::update::{download, Fault};
 use rand::{Rng as _, RngCore as _, SeedableRng as _};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
+
+#[path = "common/server.rs"]
+mod server;
+use server::{clock_ticks, proc_stats, Server};
 
 /// The channel every simulated host follows.
 const CHANNEL: &str = "stable";
@@ -211,139 +214,6 @@ fn parse_opts() -> Result<Option<Opts>> {
         bail!("--interval-ms and --lock-poll-ms must be at least 1");
     }
     Ok(Some(opts))
-}
-
-// ---------------------------------------------------------------------------
-// The server process.
-
-/// The running server; SIGKILLed and reaped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("bind a loopback port")?;
-    Ok(l.local_addr().context("local address")?.port())
-}
-
-impl Server {
-    /// Starts a one-member cluster with its data in `dir/data`, trusting `public_key`.
-    fn start(bin: &Path, dir: &Path, public_key: &Path) -> Result<Server> {
-        if !bin.is_file() {
-            bail!(
-                "{} does not exist: run `cargo build --release -p server` first (or pass --server)",
-                bin.display()
-            );
-        }
-        let (client, peer) = (free_port()?, free_port()?);
-        if client == peer {
-            bail!("got the same port twice; try again");
-        }
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = dir.join("server.log");
-        let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let err = out.try_clone().context("clone the log file handle")?;
-        let child = Command::new(bin)
-            .args(["--name", "bench", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("bench={peer_url}")])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", "rollout-bench"])
-            .arg("--update-public-key")
-            .arg(public_key)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        Ok(Server {
-            child,
-            url: client_url,
-            log,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Fails when the process has exited.
-    fn check_alive(&mut self) -> Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => bail!("shoal-server exited ({status}); see {}", self.log.display()),
-            Err(e) => Err(e).context("cannot check the server process"),
-        }
-    }
-
-    async fn wait_healthy(&mut self, client: &Client) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            self.check_alive()?;
-            if let Ok(h) = client.health().await {
-                if h.health == "true" {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!("server not healthy in time; see {}", self.log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// A client of this server with the given request timeout.
-    fn client(&self, request_timeout: Duration) -> Result<Client> {
-        Client::with_timeouts(
-            vec![self.url.parse().context("server URL")?],
-            Duration::from_secs(3),
-            request_timeout,
-        )
-        .context("build a client")
-    }
-}
-
-/// The clock tick of `/proc/<pid>/stat` times (`getconf CLK_TCK`, else 100).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User + system CPU seconds of process `pid` (utime + stime of `/proc/<pid>/stat`).
-fn cpu_secs(pid: u32, ticks: f64) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("read /proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| -> Result<f64> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| format!("/proc/{pid}/stat has no field {}", i + 3))
-    };
-    Ok((tick(11)? + tick(12)?) / ticks)
 }
 
 /// Lines of the server log at WARN or ERROR (ANSI colours are off: `NO_COLOR`).
@@ -1062,7 +932,7 @@ async fn rollout(opts: &Opts, server: &mut Server, signer: &Signer) -> Result<St
         n,
         Arc::clone(&stop_polls),
     ));
-    let cpu0 = cpu_secs(server.pid(), ticks)?;
+    let cpu0 = proc_stats(server.pid(), ticks)?.cpu_secs;
     let ck0 = checkins.load(Ordering::Relaxed);
     let t0 = Instant::now();
     admin
@@ -1108,7 +978,8 @@ async fn rollout(opts: &Opts, server: &mut Server, signer: &Signer) -> Result<St
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let cpu1 = cpu_secs(server.pid(), ticks)?;
+    let rolled = proc_stats(server.pid(), ticks)?;
+    let cpu1 = rolled.cpu_secs;
     let ck1 = checkins.load(Ordering::Relaxed);
     stop_polls.store(true, Ordering::Relaxed);
     let polls = poller.await.context("the lock poller")?;
@@ -1120,14 +991,14 @@ async fn rollout(opts: &Opts, server: &mut Server, signer: &Signer) -> Result<St
             .steady
             .min(deadline.saturating_duration_since(Instant::now()));
         let (c0, k0, s0) = (
-            cpu_secs(server.pid(), ticks)?,
+            proc_stats(server.pid(), ticks)?.cpu_secs,
             checkins.load(Ordering::Relaxed),
             Instant::now(),
         );
         tokio::time::sleep(wait).await;
         server.check_alive()?;
         let (c1, k1) = (
-            cpu_secs(server.pid(), ticks)?,
+            proc_stats(server.pid(), ticks)?.cpu_secs,
             checkins.load(Ordering::Relaxed),
         );
         steady = Some((s0.elapsed(), c1 - c0, k1 - k0));
@@ -1295,6 +1166,12 @@ async fn rollout(opts: &Opts, server: &mut Server, signer: &Signer) -> Result<St
         "| **server CPU per check-in, rollout** (all server CPU in the window ÷ check-ins; includes lock acquires/releases/renewals, draining marks, lease renewals, lock polls) | **{:.0} µs** ({:.2} s CPU) |",
         cpu * 1e6 / rollout_checkins.max(1) as f64,
         cpu
+    )?;
+    writeln!(
+        r,
+        "| server peak RSS (VmHWM) after the rollout | {:.1} MiB (now {:.1} MiB) |",
+        rolled.hwm_kb as f64 / 1024.0,
+        rolled.rss_kb as f64 / 1024.0
     )?;
     if let Some((d, c, k)) = steady {
         writeln!(
@@ -1689,8 +1566,8 @@ async fn download_bench(
             );
             let dir = work.join("downloads");
             let (s0, b0, t) = (
-                cpu_secs(server.pid(), ticks)?,
-                cpu_secs(me, ticks)?,
+                proc_stats(server.pid(), ticks)?.cpu_secs,
+                proc_stats(me, ticks)?.cpu_secs,
                 Instant::now(),
             );
             let spans = if agent_code {
@@ -1698,7 +1575,10 @@ async fn download_bench(
             } else {
                 stream_pass(&dir, opts.clients, url.clone(), offer.url.clone()).await?
             };
-            let (s1, b1) = (cpu_secs(server.pid(), ticks)?, cpu_secs(me, ticks)?);
+            let (s1, b1) = (
+                proc_stats(server.pid(), ticks)?.cpu_secs,
+                proc_stats(me, ticks)?.cpu_secs,
+            );
             cpu_wall[k] += t.elapsed().as_secs_f64();
             server_cpu[k] += s1 - s0;
             all_cpu[k] += (s1 - s0) + (b1 - b0);
@@ -1860,7 +1740,15 @@ async fn main() -> Result<()> {
         .keep();
     eprintln!("bench: run dir {}", run_dir.display());
     let (signer, public_key) = Signer::new(&run_dir)?;
-    let mut server = Server::start(&opts.server, &run_dir, &public_key)?;
+    let mut server = Server::start(
+        &opts.server,
+        &run_dir,
+        "rollout-bench",
+        &[
+            std::ffi::OsStr::new("--update-public-key"),
+            public_key.as_os_str(),
+        ],
+    )?;
     eprintln!("bench: shoal-server pid {} on {}", server.pid(), server.url);
     let hard_stop = opts.timeout + Duration::from_secs(10);
     let run = async {
