@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _, Result};
 use serde_json::{json, Value};
 
+use crate::agents::get;
 use crate::harness::{seeded_bytes, shoalctl, shoalctl_ok, Cluster, Flavor};
 use crate::update_host::path_str;
 
@@ -41,12 +42,7 @@ async fn checkin(
 }
 
 async fn channel(base: &str) -> Result<Value> {
-    Ok(
-        reqwest::get(format!("{base}/api/v1/updates/channels/stable"))
-            .await?
-            .json()
-            .await?,
-    )
+    get(&format!("{base}/api/v1/updates/channels/stable")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,12 +130,7 @@ async fn signed_upload_ranged_download_and_rollout_decisions() -> Result<()> {
         !ok && err.contains("bad_signature"),
         "must be refused: {out}{err}"
     );
-    let listed: Value = http
-        .get(format!("{base}/api/v1/updates/payloads"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let listed = get(&format!("{base}/api/v1/updates/payloads")).await?;
     ensure!(
         listed.as_array().map(Vec::len) == Some(1) && listed[0]["version"] == "2.0",
         "{listed}"
@@ -292,12 +283,7 @@ async fn signed_upload_ranged_download_and_rollout_decisions() -> Result<()> {
     ] {
         ensure!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
-    let last_two: Value = http
-        .get(format!("{base}/api/v1/updates/history?limit=2"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let last_two = get(&format!("{base}/api/v1/updates/history?limit=2")).await?;
     ensure!(
         last_two.as_array().map(Vec::len) == Some(2)
             && last_two[0]["kind"] == "channel_paused"
@@ -333,12 +319,7 @@ async fn signed_upload_ranged_download_and_rollout_decisions() -> Result<()> {
         channel(&base).await?["policy"]["halt_reason"] == "bad batch",
         "a second halt keeps the first reason"
     );
-    let newest: Value = http
-        .get(format!("{base}/api/v1/updates/history?limit=1"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let newest = get(&format!("{base}/api/v1/updates/history?limit=1")).await?;
     ensure!(
         newest[0]["kind"] == "channel_halted" && newest[0]["detail"] == "bad batch",
         "the halt is recorded once: {newest}"
