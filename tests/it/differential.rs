@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::{json, Map, Value};
 
 use crate::harness::{Cluster, Flavor, Resp, V2};
@@ -626,6 +626,9 @@ async fn differential(reference: Flavor, candidate: Flavor) -> Result<()> {
     let b = Cluster::start_flavor(candidate, 1).await?;
     let va = V2::new(a.members[0].client_url());
     let vb = V2::new(b.members[0].client_url());
+    for (flavor, v2) in [(reference, &va), (candidate, &vb)] {
+        settle(flavor, v2).await?;
+    }
     let la = format!("{}#1", reference.label());
     let lb = format!("{}#2", candidate.label());
     eprintln!("--- run the {}-step script against both", steps.len());
@@ -700,4 +703,22 @@ fn comparison_reports_a_changed_index() {
     assert_eq!(n.text("[999999999 != 15]"), "[999999999 != B+5]");
     assert_eq!(n.key("/q/00000000000000000013"), "/q/<B+3>");
     assert_eq!(n.text("[v12 != 12] [12x/13]"), "[v12 != B+2] [12x/B+3]");
+}
+/// Waits until a fresh `flavor` member's store is quiet: a Shoal leader
+/// records its own election under `/_shoal/history/events` once it leads
+/// (one write, one index), so the script starts after it, as on etcd,
+/// from a store nobody else writes to.
+async fn settle(flavor: Flavor, v2: &V2) -> Result<()> {
+    if !matches!(flavor, Flavor::Shoal) {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while v2.get(api::fleet::EVENTS_DIR).await?.status != 200 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the Shoal leader recorded no election within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }

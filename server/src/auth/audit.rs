@@ -1,8 +1,10 @@
 //! The audit log: every write on the client port (any method but `GET` and
 //! `HEAD`) that went through or was refused for want of credentials or rights
 //! (401, 403) is one [`ClusterEvent`] of kind [`KIND`] under [`AUDIT_DIR`]:
-//! who (token id and role, or `anonymous` with auth off), what (method and
-//! path: never the body, the query or a token), the status and when. The
+//! who (token id and role, or unauthenticated), what (method and path:
+//! never the body, the query or a token), the status and when. Only with
+//! `--auth`: without it there is nobody to name, and an entry per write
+//! would double the writes and shift every etcd index a v2 client sees. The
 //! directory is inside `/_auth`, so the policy keeps it to admins; the newest
 //! [`MAX_AUDIT`] are kept, written in the background by the engine history's
 //! [`Recorder`](crate::engine::history::Recorder).
@@ -32,8 +34,6 @@ pub const AUDIT_LOG: Log = Log {
 /// Who made a request, as the audit log names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Who {
-    /// Auth is off: nobody is asked who they are.
-    Anonymous,
     /// Auth is on and no valid token came with the request.
     Unauthenticated,
     /// A known token.
@@ -43,7 +43,6 @@ pub enum Who {
 impl std::fmt::Display for Who {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Who::Anonymous => f.write_str("anonymous"),
             Who::Unauthenticated => f.write_str("unauthenticated"),
             Who::Token(p) => match &p.machine_id {
                 Some(m) => write!(f, "token {} ({}, machine {m})", p.id, p.role),
@@ -72,7 +71,7 @@ pub fn entry(
 ) -> ClusterEvent {
     let machine = match who {
         Who::Token(p) => p.machine_id.clone(),
-        Who::Anonymous | Who::Unauthenticated => None,
+        Who::Unauthenticated => None,
     };
     ClusterEvent {
         machine,
@@ -136,13 +135,13 @@ mod tests {
             "token 0123456789abcdef (node, machine m1): PUT /v2/keys/_shoal/machines/m2 → 403"
         );
         let anon = entry(
-            &Who::Anonymous,
+            &Who::Unauthenticated,
             &Method::DELETE,
             "/v2/keys/a",
-            StatusCode::OK,
+            StatusCode::UNAUTHORIZED,
             at,
         );
-        assert_eq!(anon.detail, "anonymous: DELETE /v2/keys/a → 200");
+        assert_eq!(anon.detail, "unauthenticated: DELETE /v2/keys/a → 401");
         assert_eq!(anon.machine, None);
     }
 

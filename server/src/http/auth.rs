@@ -215,20 +215,17 @@ fn refuse(status: StatusCode, path: &str, reason: &str, index: u64) -> Response 
 }
 
 /// The layer: passes public and permitted requests on, refuses the others,
-/// and hands every write it passed or refused (401, 403) to the audit log.
+/// and, with auth on, hands every write it passed or refused (401, 403) to
+/// the audit log.
 pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    if method == Method::GET || method == Method::HEAD {
-        return guarded(&guard, req, next, &mut Who::Anonymous).await;
+    let mut who = Who::Unauthenticated;
+    if !guard.auth.enabled() || method == Method::GET || method == Method::HEAD {
+        return guarded(&guard, req, next, &mut who).await;
     }
     let path = percent_decode_str(req.uri().path())
         .decode_utf8_lossy()
         .into_owned();
-    let mut who = if guard.auth.enabled() {
-        Who::Unauthenticated
-    } else {
-        Who::Anonymous
-    };
     let resp = guarded(&guard, req, next, &mut who).await;
     if audit::audited(&method, resp.status()) {
         guard.auth.audit(audit::entry(
