@@ -36,6 +36,12 @@ use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 
+/// How long one snapshot chunk may take to reach a member, the last one
+/// including its install: writing a million keys into SQLite takes seconds,
+/// far over openraft's 200 ms default, which made a large catch-up restart
+/// forever.
+const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 120_000;
+
 /// Binds a listener whose connections send small answers at once (no Nagle delay).
 async fn bind(
     url: &Url,
@@ -79,6 +85,7 @@ pub async fn run(
         election_timeout_max: election_ms + election_ms / 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
         max_in_snapshot_log_to_keep: settings.snapshot_catchup_entries,
+        install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
         ..Default::default()
     }
     .validate()

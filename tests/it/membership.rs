@@ -13,6 +13,12 @@ use crate::harness::{heavy_test_lock, Cluster, Flavor, V2};
 const SNAPSHOT_FLAGS: [&str; 4] = ["--snapshot-count", "50", "--snapshot-catchup-entries", "5"];
 const KEYS: usize = 200;
 
+/// Key `i`'s value: 20 kB each, so the snapshot (about 4 MB) spans two chunks
+/// and outgrows the 2 MB a default HTTP body limit allows.
+fn value(i: usize) -> String {
+    format!("v{i}-{}", "x".repeat(20_000))
+}
+
 async fn stats(url: &str) -> Result<serde_json::Value> {
     Ok(reqwest::get(format!("{url}/v2/stats/self"))
         .await?
@@ -28,7 +34,7 @@ async fn new_member_catches_up_from_a_snapshot() -> Result<()> {
     let first = V2::new(cluster.members[0].client_url());
     for i in 0..KEYS {
         let r = first
-            .put(&format!("/snap/k{i:03}"), &[("value", &format!("v{i}"))])
+            .put(&format!("/snap/k{i:03}"), &[("value", &value(i))])
             .await?;
         ensure!(r.status < 300, "write {i} failed: {} {}", r.status, r.text);
     }
@@ -66,9 +72,9 @@ async fn new_member_catches_up_from_a_snapshot() -> Result<()> {
     for i in 0..KEYS {
         let r = v2.get(&format!("/snap/k{i:03}")).await?;
         ensure!(
-            r.json()["node"]["value"] == format!("v{i}"),
+            r.json()["node"]["value"] == value(i),
             "key {i} missing on the new member: {}",
-            r.text
+            r.status
         );
     }
 

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
@@ -11,19 +12,22 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
 use subtle::ConstantTimeEq as _;
 
 use crate::keyspace::{Event, Op};
 use crate::member::{Member, MemberInfo, ServeError};
-use crate::raft::{NodeId, TypeConfig};
+use crate::raft::{chunk, NodeId, TypeConfig};
 
 /// The header that carries the cluster token between peers.
 pub const TOKEN_HEADER: &str = "x-shoal-cluster-token";
 
 /// The peer router, refusing requests without the cluster token.
+///
+/// Bodies have no size limit here: only token holders get past the check, and
+/// openraft bounds what they send (entries per append, bytes per snapshot
+/// chunk), while a limit below that would stop replication for good.
 pub fn router(member: Arc<Member>, token: String) -> Router {
     let token = Arc::new(token);
     Router::new()
@@ -35,6 +39,7 @@ pub fn router(member: Arc<Member>, token: String) -> Router {
         .route("/raft/members/add", post(add_member))
         .route("/raft/members/remove", post(remove_member))
         .route("/raft/info", get(info))
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
             async move {
@@ -70,9 +75,13 @@ async fn vote(
 
 async fn snapshot(
     State(m): State<Arc<Member>>,
-    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
-    Json(m.raft.install_snapshot(req).await)
+    body: Bytes,
+) -> Result<
+    Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>>,
+    (StatusCode, String),
+> {
+    let req = chunk::decode(&body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(Json(m.raft.install_snapshot(req).await))
 }
 
 async fn write(

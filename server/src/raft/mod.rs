@@ -1,9 +1,11 @@
 //! Consensus: openraft's type configuration, storage and network for Shoal.
 //!
 //! Laid out as openraft's own examples: `log_store` (raft.db), `state_machine`
-//! (the key space, state.db), `network` (outbound peer RPC over HTTP). The
+//! (the key space, state.db), `network` (outbound peer RPC over HTTP), `chunk`
+//! (snapshot chunks on the wire). The
 //! inbound side of the peer RPC lives in `http::peer`.
 
+pub mod chunk;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

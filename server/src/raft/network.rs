@@ -15,7 +15,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{MemberNode, NodeId, TypeConfig};
+use super::{chunk, MemberNode, NodeId, TypeConfig};
 
 /// Makes one [`PeerClient`] per target member, sharing one HTTP connection pool.
 #[derive(Clone, Debug)]
@@ -51,6 +51,7 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
+    /// Sends `req` as JSON.
     async fn call<Req, Resp, E>(
         &self,
         path: &str,
@@ -62,11 +63,27 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.post(path, body, timeout).await
+    }
+
+    /// Posts an encoded body and reads the JSON `Result` the peer answers.
+    async fn post<Resp, E>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<NodeId, MemberNode, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let url = format!("{}/raft/{path}", self.base);
         let resp = self
             .http
             .post(&url)
-            .json(req)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .timeout(timeout)
             .send()
             .await
@@ -103,7 +120,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, MemberNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call("snapshot", &rpc, option.hard_ttl()).await
+        let body = chunk::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.post("snapshot", body, option.hard_ttl()).await
     }
 
     async fn vote(
