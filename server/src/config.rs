@@ -70,6 +70,13 @@ pub struct Config {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "SHOAL_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: usize,
+    /// With --auth: requests per second one token may send (bursts of twice
+    /// that); 0 for no limit.
+    #[arg(long, env = "SHOAL_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+    /// With --auth: long-poll watches and event streams one token may hold open.
+    #[arg(long, env = "SHOAL_MAX_WATCHES_PER_TOKEN", default_value_t = 1000)]
+    pub max_watches_per_token: usize,
     /// Seconds a write may wait for a quorum before it is answered as unknown.
     #[arg(long, env = "SHOAL_WRITE_TIMEOUT", default_value_t = 5)]
     pub write_timeout: u64,
@@ -125,6 +132,8 @@ pub struct Settings {
     pub snapshot_catchup_entries: u64,
     /// Largest accepted request body.
     pub max_request_bytes: usize,
+    /// Per-token request rate and open watches (with auth).
+    pub limits: crate::auth::limits::LimitSettings,
     /// How long a write waits for a quorum.
     pub write_timeout: Duration,
     /// The public key update payloads must be signed with, if any.
@@ -266,6 +275,10 @@ impl Config {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             max_request_bytes: self.max_request_bytes,
+            limits: crate::auth::limits::LimitSettings {
+                rate: self.rate_limit,
+                watches: self.max_watches_per_token,
+            },
             write_timeout: Duration::from_secs(self.write_timeout),
             update_public_key: self.update_public_key,
             dashboard_pkg_dir: self.dashboard_pkg_dir,

@@ -162,6 +162,7 @@ pub async fn run(
         member.clone(),
         settings.auth,
         &settings.cluster_token,
+        settings.limits,
     ));
     let mut servers = tokio::task::JoinSet::new();
     if settings.auth && settings.bootstrap && fresh {

@@ -4,7 +4,9 @@
 //! 403; node tokens confined to their machine; revocation; `etcdctl` with
 //! HTTP Basic; `shoalctl --token`; the random first admin token; an agent
 //! with a node token running a container; the audit log of writes (admins
-//! only); and no non-loopback listening without `--auth`.
+//! only); per-token limits (request rate, open watches, key and value size)
+//! answered 429/400 with the reason; and no non-loopback listening without
+//! `--auth`.
 
 use std::process::Command;
 use std::time::Duration;
@@ -59,8 +61,14 @@ async fn create(client: &api::Client, role: Role, machine: Option<&str>) -> Resu
 
 impl Secured {
     async fn start() -> Result<Secured> {
-        let cluster =
-            Cluster::start_with(Flavor::Shoal, 1, &["--auth", "--admin-token", ADMIN]).await?;
+        Secured::start_with(&[]).await
+    }
+
+    /// [`Secured::start`] with more server flags.
+    async fn start_with(flags: &[&str]) -> Result<Secured> {
+        let mut args = vec!["--auth", "--admin-token", ADMIN];
+        args.extend_from_slice(flags);
+        let cluster = Cluster::start_with(Flavor::Shoal, 1, &args).await?;
         let base = cluster.members[0].client_url();
         let client = admin(&base)?;
         wait_tokens(&client).await?;
@@ -720,5 +728,130 @@ fn no_public_listening_without_auth() -> Result<()> {
     let (ok, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(20))?;
     ensure!(!ok, "it started: {out}{err}");
     ensure!(err.contains("--auth") && err.contains("loopback"), "{err}");
+    Ok(())
+}
+
+/// Opens an event stream of `/lim` as `token`: its status, and the response
+/// (kept open while held).
+async fn open_stream(base: &str, token: &str) -> Result<(u16, reqwest::Response)> {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/api/v1/events?prefix=/lim"))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    Ok((resp.status().as_u16(), resp))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_with_the_reason() -> Result<()> {
+    let s = Secured::start_with(&["--rate-limit", "5", "--max-watches-per-token", "2"]).await?;
+    let base = s.base.as_str();
+
+    eprintln!(
+        "--- 200 reads at once from one token: a burst of 10 passes, the rest are told to wait"
+    );
+    let read = req("GET", "/v2/keys/");
+    let answers =
+        futures::future::join_all((0..200).map(|_| send(base, &read, Cred::Bearer(&s.viewer))))
+            .await;
+    let mut refused = Vec::new();
+    for answer in answers {
+        let (status, body) = answer?;
+        if status == 429 {
+            refused.push(body);
+        } else {
+            ensure!(status == 200, "a read answered {status}: {body}");
+        }
+    }
+    ensure!(
+        (100..=190).contains(&refused.len()),
+        "expected most of 200 reads refused at 5/s, {} were",
+        refused.len()
+    );
+    let body: Value = serde_json::from_str(&refused[0])?;
+    ensure!(
+        body["errorCode"] == 429
+            && body["cause"]
+                .as_str()
+                .is_some_and(|c| c.contains("5 requests per second")),
+        "the refusal says why in etcd's shape: {body}"
+    );
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/api/v1/machines"))
+        .bearer_auth(&s.viewer)
+        .send()
+        .await?;
+    ensure!(
+        resp.status().as_u16() == 429 && resp.headers().contains_key("retry-after"),
+        "the API answers 429 with Retry-After: {}",
+        resp.status()
+    );
+    expect(
+        base,
+        &req("GET", "/v2/keys/"),
+        Cred::Bearer(&s.operator),
+        200,
+    )
+    .await?;
+
+    eprintln!("--- two watches open per token; a third is refused until one closes");
+    let (first_status, first) = open_stream(base, &s.operator).await?;
+    let (second_status, _second) = open_stream(base, &s.operator).await?;
+    ensure!(
+        first_status == 200 && second_status == 200,
+        "two streams open"
+    );
+    let (third, body) = send(
+        base,
+        &req("GET", "/v2/keys/lim?wait=true"),
+        Cred::Bearer(&s.operator),
+    )
+    .await?;
+    ensure!(
+        third == 429 && body.contains("2 watches open"),
+        "a third watch (a long poll) is refused: {third} {body}"
+    );
+    drop(first);
+    let mut reopened = false;
+    for i in 0..40 {
+        // A write on the closed stream's prefix makes the server notice it is gone.
+        let write = req("PUT", &format!("/v2/keys/lim/k{i}")).form(&[("value", "x")]);
+        expect(base, &write, Cred::Bearer(ADMIN), 201).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, resp) = open_stream(base, &s.operator).await?;
+        if status == 200 {
+            reopened = true;
+            drop(resp);
+            break;
+        }
+        ensure!(status == 429, "a watch answered {status}");
+    }
+    ensure!(reopened, "a closed stream never gave its slot back");
+
+    eprintln!("--- keys over 4096 bytes and values over 1 MiB are refused with their size");
+    let long_key = format!("/v2/keys/{}", "k".repeat(5000));
+    let body = expect(
+        base,
+        &req("PUT", &long_key).form(&[("value", "x")]),
+        Cred::Bearer(ADMIN),
+        400,
+    )
+    .await?;
+    ensure!(
+        body.contains("5001 bytes"),
+        "the key's size is named: {body}"
+    );
+    let big = "v".repeat((1 << 20) + 1);
+    let body = expect(
+        base,
+        &req("PUT", "/v2/keys/big").form(&[("value", &big)]),
+        Cred::Bearer(ADMIN),
+        400,
+    )
+    .await?;
+    ensure!(
+        body.contains("1048577 bytes"),
+        "the value's size is named: {body}"
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! is a deleted record; each member refuses it once it has applied the delete.
 
 pub mod audit;
+pub mod limits;
 pub mod policy;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ use policy::Subject;
 pub const AUTH_DIR: &str = "/_auth";
 /// Where token records live.
 pub const TOKENS_DIR: &str = "/_auth/tokens";
+/// The principal id of the members' own credential.
+pub const MEMBER_ID: &str = "member";
 
 /// What the key space keeps about a token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +91,8 @@ pub struct Auth {
     member_credential: [u8; 32],
     /// The audit log's background writer.
     audit: crate::engine::history::Recorder,
+    /// Per-token request rate and open watches.
+    limits: Arc<limits::Limits>,
 }
 
 /// The credential members send each other on the client port (dashboard
@@ -116,10 +121,17 @@ fn is_token_id(id: &str) -> bool {
 
 impl Auth {
     /// The authentication of `member`; `enabled` false lets every request
-    /// through. Starts the audit log's writer, so it needs a Tokio runtime.
-    pub fn new(member: Arc<Member>, enabled: bool, cluster_token: &str) -> Self {
+    /// through (and applies no `limits`). Starts the audit log's writer, so it
+    /// needs a Tokio runtime.
+    pub fn new(
+        member: Arc<Member>,
+        enabled: bool,
+        cluster_token: &str,
+        limits: limits::LimitSettings,
+    ) -> Self {
         Auth {
             enabled,
+            limits: Arc::new(limits::Limits::new(limits)),
             audit: crate::engine::history::Recorder::start(member.clone(), audit::AUDIT_LOG),
             member,
             member_credential: Sha256::digest(member_credential(cluster_token)).into(),
@@ -136,6 +148,11 @@ impl Auth {
         self.enabled
     }
 
+    /// The per-token limits.
+    pub fn limits(&self) -> &Arc<limits::Limits> {
+        &self.limits
+    }
+
     /// The member whose key space holds the records.
     pub fn member(&self) -> &Arc<Member> {
         &self.member
@@ -148,7 +165,7 @@ impl Auth {
             return Some(Principal {
                 role: Role::Viewer,
                 machine_id: None,
-                id: "member".into(),
+                id: MEMBER_ID.into(),
             });
         }
         let record = self.record(&token_id(token))?;

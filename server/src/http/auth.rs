@@ -26,14 +26,16 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use base64::Engine as _;
 use chrono::Utc;
+use futures::StreamExt as _;
 use percent_encoding::percent_decode_str;
 
 use super::api_error;
 use super::form::{self, Form};
 use super::keys::KeyRequest;
 use crate::auth::audit::{self, Who};
+use crate::auth::limits::{Limited, WatchSlot};
 use crate::auth::policy::{self, Access, Check, Decision, Subject};
-use crate::auth::{Auth, TokenError};
+use crate::auth::{Auth, TokenError, MEMBER_ID};
 use crate::keyspace::ErrorCode;
 use crate::member::ServeError;
 
@@ -276,6 +278,12 @@ async fn guarded(guard: &Guard, req: Request, next: Next, who: &mut Who) -> Resp
         Err(why) => return refuse(StatusCode::UNAUTHORIZED, &decoded, why, index()),
     };
     *who = Who::Token(principal.clone());
+    let limited = principal.id != MEMBER_ID;
+    if limited {
+        if let Err(e) = auth.limits().admit(&principal.id) {
+            return too_many(&decoded, &e, index());
+        }
+    }
     let subject = principal.subject();
     let method = req.method().clone();
 
@@ -312,13 +320,28 @@ async fn guarded(guard: &Guard, req: Request, next: Next, who: &mut Who) -> Resp
         },
         None => (decoded.clone(), false),
     };
+    let watching = match &keys {
+        Some(Some(k)) => k.wait,
+        Some(None) => false,
+        None => decoded == "/api/v1/events",
+    };
+    let slot = if watching && limited {
+        match auth.limits().watch(&principal.id) {
+            Ok(slot) => Some(slot),
+            Err(e) => return too_many(&decoded, &e, index()),
+        }
+    } else {
+        None
+    };
+    // The slot is held until the answer's body ends: a long poll's or a stream's.
+    let run = |req| async move { held(next.run(req).await, slot) };
     let access = Access {
         method: &method,
         path: &path,
         recursive_watch,
     };
     let check = match policy::authorize(subject, &access) {
-        Decision::Allow => return next.run(req).await,
+        Decision::Allow => return run(req).await,
         Decision::Deny(why) => return refuse(StatusCode::FORBIDDEN, &decoded, &why, index()),
         Decision::Check(check) => check,
     };
@@ -351,7 +374,7 @@ async fn guarded(guard: &Guard, req: Request, next: Next, who: &mut Who) -> Resp
         _ => (req, false),
     };
     if passed {
-        return next.run(req).await;
+        return run(req).await;
     }
     let why = match check {
         Check::StateValue => {
@@ -367,6 +390,52 @@ async fn guarded(guard: &Guard, req: Request, next: Next, who: &mut Who) -> Resp
         Check::CheckIn => format!("a node token checks in only as machine_id {machine}"),
     };
     refuse(StatusCode::FORBIDDEN, &decoded, &why, index())
+}
+
+/// `resp` with its body holding `slot` (if any) until the body is done or dropped.
+fn held(resp: Response, slot: Option<WatchSlot>) -> Response {
+    let Some(slot) = slot else {
+        return resp;
+    };
+    resp.map(|body| {
+        Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _open = &slot;
+            chunk
+        }))
+    })
+}
+
+/// A 429 for a limited token, in the shape of the API asked, with `Retry-After`
+/// when the rate is the limit.
+fn too_many(path: &str, why: &Limited, index: u64) -> Response {
+    let reason = why.to_string();
+    let mut resp = match shape(path) {
+        Shape::Etcd => {
+            let body = api::error::EtcdError {
+                error_code: 429,
+                message: "Too many requests".into(),
+                cause: reason,
+                index,
+            };
+            (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
+        }
+        Shape::Api => api_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", reason),
+        Shape::FleetLock => {
+            let body = serde_json::json!({ "kind": "too_many_requests", "value": reason });
+            (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
+        }
+        Shape::Message => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(serde_json::json!({ "message": reason })),
+        )
+            .into_response(),
+    };
+    if let Limited::Rate { retry_after, .. } = why {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    resp
 }
 
 /// The cleaned `prefix` of an `/api/v1/events` query, decoded as the handler's `Query` does.

@@ -16,6 +16,10 @@ use crate::member::{Member, StoreStats};
 
 /// The longest TTL accepted, in seconds (100 years); longer is refused as not a number.
 pub const MAX_TTL: u64 = 100 * 365 * 24 * 3600;
+/// The longest key accepted, in bytes once cleaned.
+pub const MAX_KEY_BYTES: usize = 4096;
+/// The largest value accepted, in bytes (the body limit bounds the whole request).
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
 
 /// Everything a `/v2/keys` request asks for, validated as etcd validates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,9 +110,29 @@ impl KeyRequest {
                 return Err(bad(ErrorCode::RefreshTtlRequired, "No TTL value set"));
             }
         }
+        let key = path::clean(key);
+        if key.len() > MAX_KEY_BYTES {
+            return Err(bad(
+                ErrorCode::InvalidField,
+                &format!(
+                    "the key is {} bytes, over the {MAX_KEY_BYTES} allowed",
+                    key.len()
+                ),
+            ));
+        }
+        let value = f.get("value");
+        if let Some(v) = value.filter(|v| v.len() > MAX_VALUE_BYTES) {
+            return Err(bad(
+                ErrorCode::InvalidField,
+                &format!(
+                    "the value is {} bytes, over the {MAX_VALUE_BYTES} allowed",
+                    v.len()
+                ),
+            ));
+        }
         Ok(Self {
-            key: path::clean(key),
-            value: f.get("value").map(str::to_owned),
+            key,
+            value: value.map(str::to_owned),
             dir,
             ttl,
             refresh,
@@ -308,6 +332,22 @@ mod tests {
         assert_eq!(r.cond.prev_exist, Some(false));
         assert_eq!(r.cond.prev_index, None, "prevIndex=0 means none");
         Ok(())
+    }
+
+    #[test]
+    fn overlong_keys_and_values_are_refused_with_their_size() {
+        let long_key = format!("/{}", "k".repeat(MAX_KEY_BYTES));
+        let err = KeyRequest::parse(&Method::PUT, &long_key, &Form::default()).err();
+        assert_eq!(err.as_ref().map(|e| e.code.code()), Some(209));
+        assert!(err.is_some_and(|e| e.cause.contains("4097 bytes")));
+        let body = format!("value={}", "v".repeat(MAX_VALUE_BYTES + 1));
+        let err = parse(Method::PUT, &body).err();
+        assert!(err.is_some_and(|e| e.code.code() == 209 && e.cause.contains("value")));
+        assert!(parse(
+            Method::PUT,
+            &format!("value={}", "v".repeat(MAX_VALUE_BYTES))
+        )
+        .is_ok());
     }
 
     #[test]
