@@ -288,9 +288,37 @@ impl Config {
     }
 }
 
+impl Settings {
+    /// openraft's `(election_timeout_min, election_timeout_max)` in ms for
+    /// `--election-timeout` E. A follower that has a leader waits
+    /// `max` (its leader lease) plus a random pick of `[min, max]` before it
+    /// campaigns, so `min = E/3`, `max = 2E/3` make it campaign between E
+    /// and 4E/3 of silence, as an etcd member does after E to 2E; `min`
+    /// stays above the heartbeat interval.
+    pub fn raft_election_window(&self) -> (u64, u64) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (election, heartbeat) = (ms(self.election_timeout), ms(self.heartbeat));
+        let max = (election / 3).saturating_mul(2).max(heartbeat + 2);
+        let min = (election / 3).max(heartbeat + 1);
+        (min, max)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_follower_campaigns_between_one_and_four_thirds_of_the_election_timeout() -> anyhow::Result<()> {
+        let s = parse(&["--heartbeat-interval", "100", "--election-timeout", "1000"])?;
+        let (min, max) = s.raft_election_window();
+        assert_eq!((min, max), (333, 666));
+        assert_eq!((max + min, 2 * max), (999, 1332));
+        let tight = parse(&["--heartbeat-interval", "100", "--election-timeout", "200"])?;
+        let (min, max) = tight.raft_election_window();
+        assert!(min > 100 && max > min, "{min} {max}");
+        Ok(())
+    }
 
     fn parse(args: &[&str]) -> anyhow::Result<Settings> {
         let mut argv = vec!["shoal-server"];

@@ -77,12 +77,12 @@ pub async fn run(
         .context("loading the key space")?;
     let keys = state_machine.shared();
 
-    let election_ms = u64::try_from(settings.election_timeout.as_millis()).unwrap_or(u64::MAX);
+    let (election_min, election_max) = settings.raft_election_window();
     let raft_config = openraft::Config {
         cluster_name: settings.cluster_token.clone(),
         heartbeat_interval: u64::try_from(settings.heartbeat.as_millis()).unwrap_or(u64::MAX),
-        election_timeout_min: election_ms,
-        election_timeout_max: election_ms + election_ms / 2,
+        election_timeout_min: election_min,
+        election_timeout_max: election_max,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
         max_in_snapshot_log_to_keep: settings.snapshot_catchup_entries,
         install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
