@@ -27,6 +27,7 @@ use crate::error::{ApiErrorBody, EtcdError};
 use crate::keys::KeysResponse;
 use crate::locks::{AcquireRequest, LockConfig, LockList, LockState, ReleaseRequest};
 use crate::members::{AddMember, Health, Member, MemberList, Version};
+use crate::tls::{trusting, untrusted_certificate, TrustedCa};
 
 /// Time allowed for any request that is not a long poll (plus any server-side wait).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -110,6 +111,17 @@ pub enum ClientError {
     /// The HTTP client could not be built (TLS backend setup).
     #[error("cannot build HTTP client")]
     Build(#[source] reqwest::Error),
+    /// An endpoint's TLS certificate is not signed by a trusted CA (or not
+    /// valid for its name), so no request was sent.
+    #[error(
+        "the server certificate of {url} was not trusted: {reason} (is --ca-file the CA that signed it?)"
+    )]
+    Untrusted {
+        /// The URL requested.
+        url: String,
+        /// What the TLS library said about the certificate.
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -238,6 +250,19 @@ fn parse_endpoint(raw: &str) -> Result<Url, ClientError> {
     Ok(url)
 }
 
+/// The reqwest client behind a [`Client`]: bounded connects, `ca` (if any) as
+/// the only trusted roots. No client-wide timeout: watches are long polls;
+/// every other request sets its own.
+fn http_client(
+    connect_timeout: Duration,
+    ca: Option<&TrustedCa>,
+) -> Result<reqwest::Client, ClientError> {
+    trusting(reqwest::Client::builder(), ca)
+        .connect_timeout(connect_timeout)
+        .build()
+        .map_err(ClientError::Build)
+}
+
 /// `base` + the given path segments (each percent-encoded); an empty last
 /// segment leaves a trailing slash.
 fn endpoint_url(base: &Url, segments: &[&str]) -> Url {
@@ -364,6 +389,8 @@ struct Inner {
     /// Index of the endpoint that last accepted a connection; tried first.
     preferred: AtomicUsize,
     request_timeout: Duration,
+    /// Time allowed to connect, kept to rebuild the HTTP client in [`Client::with_ca`].
+    connect_timeout: Duration,
     /// `Authorization: Bearer <token>`, sent with every request when set.
     authorization: Option<HeaderValue>,
 }
@@ -402,18 +429,30 @@ impl Client {
                 });
             }
         }
-        // No client-wide timeout: watches are long polls; every other request sets its own.
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .build()
-            .map_err(ClientError::Build)?;
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
+                http: http_client(connect_timeout, None)?,
                 endpoints,
                 preferred: AtomicUsize::new(0),
                 request_timeout,
+                connect_timeout,
                 authorization: None,
+            }),
+        })
+    }
+
+    /// This client, verifying `https` endpoints against `ca` only (it gets
+    /// connections of its own; the token, if any, stays).
+    pub fn with_ca(self, ca: &TrustedCa) -> Result<Self, ClientError> {
+        let inner = &self.inner;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http: http_client(inner.connect_timeout, Some(ca))?,
+                endpoints: inner.endpoints.clone(),
+                preferred: AtomicUsize::new(inner.preferred.load(Ordering::Relaxed)),
+                request_timeout: inner.request_timeout,
+                connect_timeout: inner.connect_timeout,
+                authorization: inner.authorization.clone(),
             }),
         })
     }
@@ -431,6 +470,7 @@ impl Client {
                 endpoints: inner.endpoints.clone(),
                 preferred: AtomicUsize::new(inner.preferred.load(Ordering::Relaxed)),
                 request_timeout: inner.request_timeout,
+                connect_timeout: inner.connect_timeout,
                 authorization: Some(value),
             }),
         })
@@ -454,6 +494,7 @@ impl Client {
         let endpoints = &self.inner.endpoints;
         let start = self.inner.preferred.load(Ordering::Relaxed) % endpoints.len();
         let mut last_connect_error = None;
+        let mut untrusted = None;
         for attempt in 0..endpoints.len() {
             let idx = (start + attempt) % endpoints.len();
             let url = endpoint_url(&endpoints[idx], segments);
@@ -469,7 +510,15 @@ impl Client {
                     self.inner.preferred.store(idx, Ordering::Relaxed);
                     return Ok((url, response));
                 }
-                Err(e) if e.is_connect() => last_connect_error = Some(e),
+                Err(e) if e.is_connect() => {
+                    if let Some(reason) = untrusted_certificate(&e) {
+                        untrusted = Some(ClientError::Untrusted {
+                            url: url.to_string(),
+                            reason,
+                        });
+                    }
+                    last_connect_error = Some(e);
+                }
                 Err(source) => {
                     return Err(ClientError::Request {
                         url: url.to_string(),
@@ -483,6 +532,9 @@ impl Client {
             .map(Url::as_str)
             .collect::<Vec<_>>()
             .join(",");
+        if let Some(refused) = untrusted {
+            return Err(refused);
+        }
         match last_connect_error {
             Some(source) => Err(ClientError::Unreachable { tried, source }),
             None => Err(ClientError::NoEndpoints),

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod keys;
 pub mod locks;
 pub mod members;
+pub mod tls;
 pub mod updates;
 
 pub use client::{Client, ClientError};

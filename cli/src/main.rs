@@ -39,6 +39,10 @@ struct Cli {
     /// File holding the token (--token wins when both are given).
     #[arg(long, env = "SHOAL_TOKEN_FILE", global = true)]
     token_file: Option<PathBuf>,
+    /// PEM CA certificates `https` endpoints are verified against (only
+    /// these are trusted; default: the built-in web roots).
+    #[arg(long, env = "SHOAL_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
     /// Output format: `text` (etcdctl's simple output) or `json` (the answer's body).
     #[arg(short, long, value_enum, default_value_t = Format::Text, global = true)]
     output: Format,
@@ -111,8 +115,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = api::Client::new(&cli.endpoints)
+    let mut client = api::Client::new(&cli.endpoints)
         .with_context(|| format!("use endpoints {:?}", cli.endpoints))?;
+    if let Some(path) = &cli.ca_file {
+        let ca = api::tls::TrustedCa::load(path).context("use --ca-file")?;
+        client = client.with_ca(&ca).context("use --ca-file")?;
+    }
     let token = match (cli.token, &cli.token_file) {
         (Some(t), _) => Some(t),
         (None, Some(path)) => Some(

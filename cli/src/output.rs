@@ -160,7 +160,9 @@ pub fn error_line(err: &anyhow::Error) -> (String, u8) {
     let client_error = err.chain().find_map(|e| e.downcast_ref::<ClientError>());
     match client_error {
         Some(ce) if ce.is_server_answer() => (format!("Error: {ce}"), EXIT_SERVER_ERROR),
-        Some(ClientError::Unreachable { .. }) => (format!("Error: {err:#}"), EXIT_BAD_CONNECTION),
+        Some(ClientError::Unreachable { .. } | ClientError::Untrusted { .. }) => {
+            (format!("Error: {err:#}"), EXIT_BAD_CONNECTION)
+        }
         _ => (format!("Error: {err:#}"), EXIT_BAD_ARGS),
     }
 }

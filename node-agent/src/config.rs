@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// File holding the bearer token.
     #[arg(long, env = "SHOAL_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM CA certificates `https` cluster endpoints are verified against
+    /// (only these are trusted; default: the built-in web roots).
+    #[arg(long, env = "SHOAL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Machine id (default: the contents of /etc/machine-id).
     #[arg(long, env = "SHOAL_MACHINE_ID")]
     pub machine_id: Option<String>,
@@ -169,6 +173,9 @@ pub struct FileConfig {
     /// File holding the bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// PEM CA file for `https` cluster endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Machine id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_id: Option<String>,
@@ -242,6 +249,8 @@ pub struct Settings {
     pub server: String,
     /// Bearer token, if any.
     pub token: Option<String>,
+    /// CA file for `https` cluster endpoints, if any.
+    pub ca_file: Option<PathBuf>,
     /// This machine's id.
     pub machine_id: String,
     /// Machine metadata.
@@ -434,6 +443,7 @@ pub fn resolve(
     Ok(Settings {
         server,
         token,
+        ca_file: args.ca_file.clone().or_else(|| file.ca_file.clone()),
         machine_id,
         metadata,
         docker,

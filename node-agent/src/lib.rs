@@ -27,11 +27,20 @@ pub mod update;
 use std::time::Duration;
 
 use api::client::parse_endpoints;
+use api::tls::TrustedCa;
 use api::Client;
 
-/// A cluster client for `servers`, with `Authorization: Bearer` when a token is given.
-pub fn cluster_client(servers: &str, token: Option<&str>) -> anyhow::Result<Client> {
-    let client = Client::with_endpoints(parse_endpoints(servers)?)?;
+/// A cluster client for `servers`, with `Authorization: Bearer` when a token
+/// is given, verifying `https` servers against `ca` when given.
+pub fn cluster_client(
+    servers: &str,
+    token: Option<&str>,
+    ca: Option<&TrustedCa>,
+) -> anyhow::Result<Client> {
+    let mut client = Client::with_endpoints(parse_endpoints(servers)?)?;
+    if let Some(ca) = ca {
+        client = client.with_ca(ca)?;
+    }
     Ok(match token {
         None => client,
         Some(t) => client.with_token(t)?,

@@ -175,14 +175,15 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder to `endpoints` (tried in order while connections fail) of
     /// the keys in `scope`, adding `Authorization: Bearer <token>` when the
-    /// request has none.
+    /// request has none; `https` endpoints are verified against `ca` when given.
     pub fn new(
         endpoints: Vec<Url>,
         token: Option<String>,
         scope: Scope,
         docker: Option<Docker>,
+        ca: Option<&api::tls::TrustedCa>,
     ) -> Result<Arc<Self>, LocalError> {
-        let http = reqwest::Client::builder()
+        let http = api::tls::trusting(reqwest::Client::builder(), ca)
             .connect_timeout(api::client::DEFAULT_CONNECT_TIMEOUT)
             .build()
             .map_err(LocalError::Client)?;
@@ -442,7 +443,8 @@ mod tests {
             api::client::parse_endpoints(&format!("http://{dead_addr},http://{upstream}"))
                 .expect("endpoints");
         let scope = Scope::new("/").expect("scope");
-        let fwd = Forwarder::new(endpoints, Some("t0k".into()), scope, None).expect("forwarder");
+        let fwd =
+            Forwarder::new(endpoints, Some("t0k".into()), scope, None, None).expect("forwarder");
         let listener = bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");

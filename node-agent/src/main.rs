@@ -59,7 +59,12 @@ async fn shutdown_signal() {
 }
 
 async fn run(settings: config::Settings) -> anyhow::Result<()> {
-    let client = node_agent::cluster_client(&settings.server, settings.token.as_deref())?;
+    let ca = match &settings.ca_file {
+        Some(path) => Some(api::tls::TrustedCa::load(path).context("--ca-file")?),
+        None => None,
+    };
+    let client =
+        node_agent::cluster_client(&settings.server, settings.token.as_deref(), ca.as_ref())?;
     let host = Host {
         machine_id: settings.machine_id.clone(),
         local_endpoint: Some(settings.local_endpoint),
@@ -118,6 +123,7 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
         settings.token.clone(),
         settings.local_scope.clone(),
         Some(docker.clone()),
+        ca.as_ref(),
     )?;
     let listener = local::bind(settings.local_endpoint).await?;
     tracing::info!(addr = %settings.local_endpoint, "local endpoint listening");

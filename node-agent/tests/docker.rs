@@ -332,7 +332,7 @@ async fn reconciler_runs_placements_and_reports_states() {
         return;
     };
     let machine = d.machine_id().to_owned();
-    let client = node_agent::cluster_client(&etcd.url, None).expect("client");
+    let client = node_agent::cluster_client(&etcd.url, None, None).expect("client");
     let lease = LeaseState::new(Duration::from_secs(120));
     lease.record_renewal(tokio::time::Instant::now());
 

@@ -9,6 +9,7 @@ use clap::Parser;
 use url::Url;
 
 use crate::raft::{member_id, MemberNode, NodeId};
+use crate::tls::CertFiles;
 
 /// shoal-server: a member of Shoal's replicated key space.
 #[derive(Debug, Clone, Parser)]
@@ -99,6 +100,27 @@ pub struct Config {
     /// File holding the known admin token (see --admin-token).
     #[arg(long, env = "SHOAL_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
     pub admin_token_file: Option<PathBuf>,
+    /// PEM certificate chain served on the `https` client URLs (and the dashboard).
+    #[arg(long, env = "SHOAL_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of --cert-file.
+    #[arg(long, env = "SHOAL_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates that other members' `https` client URLs are
+    /// verified against (payload replication, the dashboard's fan-out);
+    /// default: the built-in web roots.
+    #[arg(long, env = "SHOAL_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// PEM certificate chain served on an `https` peer URL.
+    #[arg(long, env = "SHOAL_PEER_CERT_FILE", requires = "peer_key_file")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// PEM private key of --peer-cert-file.
+    #[arg(long, env = "SHOAL_PEER_KEY_FILE", requires = "peer_cert_file")]
+    pub peer_key_file: Option<PathBuf>,
+    /// PEM CA certificates that `https` peer URLs are verified against;
+    /// default: the built-in web roots.
+    #[arg(long, env = "SHOAL_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
 }
 
 /// Validated settings the server runs with.
@@ -144,6 +166,14 @@ pub struct Settings {
     pub auth: bool,
     /// The known admin token to create on first start, if given.
     pub admin_token: Option<String>,
+    /// Certificate and key of the `https` client URLs.
+    pub client_tls: Option<CertFiles>,
+    /// CA file for other members' `https` client URLs.
+    pub client_ca: Option<PathBuf>,
+    /// Certificate and key of an `https` peer URL.
+    pub peer_tls: Option<CertFiles>,
+    /// CA file for `https` peer URLs.
+    pub peer_ca: Option<PathBuf>,
 }
 
 /// The cluster token members use unless told otherwise.
@@ -166,11 +196,11 @@ fn parse_urls(list: &str, what: &str) -> anyhow::Result<Vec<Url>> {
         .map(|s| {
             let url =
                 Url::parse(s.trim()).with_context(|| format!("{what}: {s:?} is not a URL"))?;
-            if url.scheme() != "http"
+            if !matches!(url.scheme(), "http" | "https")
                 || url.host_str().is_none()
                 || url.port_or_known_default().is_none()
             {
-                bail!("{what}: {s:?} must be http://host:port");
+                bail!("{what}: {s:?} must be http://host:port or https://host:port");
             }
             Ok(url)
         })
@@ -179,6 +209,31 @@ fn parse_urls(list: &str, what: &str) -> anyhow::Result<Vec<Url>> {
         bail!("{what}: at least one URL is required");
     }
     Ok(urls)
+}
+
+/// The certificate pair of `listen` URLs: required when one is `https`,
+/// refused when none is (a certificate nobody is served with is a mistake).
+fn tls_pair(
+    listen: &[Url],
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    flags: (&'static str, &'static str),
+    urls_flag: &str,
+) -> anyhow::Result<Option<CertFiles>> {
+    let https = listen.iter().find(|u| u.scheme() == "https");
+    match (cert.zip(key), https) {
+        (Some((cert, key)), Some(_)) => Ok(Some(CertFiles { cert, key, flags })),
+        (None, None) => Ok(None),
+        (None, Some(url)) => bail!(
+            "{urls_flag} {url} is https: give its certificate and key with {} and {}",
+            flags.0,
+            flags.1
+        ),
+        (Some(_), None) => bail!(
+            "{} is given but no {urls_flag} is https: use https://host:port to serve TLS",
+            flags.0
+        ),
+    }
 }
 
 fn plain(url: &Url) -> String {
@@ -246,6 +301,20 @@ impl Config {
                  (whoever knows it can write to the raft log)"
             );
         }
+        let client_tls = tls_pair(
+            &client_listen,
+            self.cert_file,
+            self.key_file,
+            ("--cert-file", "--key-file"),
+            "--listen-client-urls",
+        )?;
+        let peer_tls = tls_pair(
+            std::slice::from_ref(&peer_listen),
+            self.peer_cert_file,
+            self.peer_key_file,
+            ("--peer-cert-file", "--peer-key-file"),
+            "--listen-peer-urls",
+        )?;
         let admin_token = match (self.admin_token, &self.admin_token_file) {
             (Some(t), _) => Some(t),
             (None, Some(path)) => Some(
@@ -284,6 +353,10 @@ impl Config {
             dashboard_pkg_dir: self.dashboard_pkg_dir,
             auth: self.auth,
             admin_token,
+            client_tls,
+            client_ca: self.trusted_ca_file,
+            peer_tls,
+            peer_ca: self.peer_trusted_ca_file,
         })
     }
 }
@@ -309,7 +382,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_follower_campaigns_between_one_and_four_thirds_of_the_election_timeout() -> anyhow::Result<()> {
+    fn a_follower_campaigns_between_one_and_four_thirds_of_the_election_timeout(
+    ) -> anyhow::Result<()> {
         let s = parse(&["--heartbeat-interval", "100", "--election-timeout", "1000"])?;
         let (min, max) = s.raft_election_window();
         assert_eq!((min, max), (333, 666));
@@ -383,6 +457,44 @@ mod tests {
         let path = file.to_str().unwrap_or_default();
         let s = parse(&["--auth", "--admin-token-file", path])?;
         assert_eq!(s.admin_token.as_deref(), Some("fedcba9876543210fedcba"));
+        Ok(())
+    }
+
+    #[test]
+    fn https_urls_and_certificates_go_together() -> anyhow::Result<()> {
+        let https = ["--listen-client-urls", "https://127.0.0.1:2379"];
+        let err = parse(&https)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("--cert-file"), "{err}");
+        let pair = ["--cert-file", "c.pem", "--key-file", "k.pem"];
+        let err = parse(&pair)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no --listen-client-urls is https"), "{err}");
+        assert!(
+            parse(&["--cert-file", "c.pem"]).is_err(),
+            "a key is required"
+        );
+        let s = parse(&[https[0], https[1], pair[0], pair[1], pair[2], pair[3]])?;
+        assert_eq!(
+            s.client_tls.map(|t| (t.cert, t.key)),
+            Some(("c.pem".into(), "k.pem".into()))
+        );
+        assert!(s.peer_tls.is_none());
+        let peer = [
+            "--listen-peer-urls",
+            "https://127.0.0.1:2380",
+            "--peer-cert-file",
+            "p.pem",
+            "--peer-key-file",
+            "pk.pem",
+        ];
+        let s = parse(&peer)?;
+        assert_eq!(s.initial_cluster[0].1.peer_url, "https://127.0.0.1:2380");
+        assert!(s.peer_tls.is_some() && s.client_tls.is_none());
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 //!
 //! `run` wires the parts: storage (`db`, `raft`), the member handle
 //! (`member`), the leader's TTL expiry (`expiry`), payload replication
-//! (`updates::replicate`), tokens and roles (`auth`) and the HTTP routers (`http`).
+//! (`updates::replicate`), tokens and roles (`auth`) and the HTTP routers
+//! (`http`), served over TLS for `https` URLs (`tls`).
 
 pub mod auth;
 pub mod config;
@@ -16,14 +17,17 @@ pub mod member;
 pub mod proposer;
 pub mod raft;
 pub mod read_index;
+pub mod tls;
 pub mod updates;
 
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use anyhow::Context;
+use api::tls::{trusting, TrustedCa};
 use axum::serve::ListenerExt;
+use futures::future::Either;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use url::Url;
@@ -42,21 +46,50 @@ use crate::raft::Raft;
 /// forever.
 const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 120_000;
 
-/// Binds a listener whose connections send small answers at once (no Nagle delay).
-async fn bind(
+/// Binds `url` and returns the server of `app` on it: TLS with `tls` for an
+/// `https` URL, plain HTTP otherwise; connections send small answers at once
+/// (no Nagle delay).
+async fn listen(
     url: &Url,
-) -> anyhow::Result<impl axum::serve::Listener<Addr = std::net::SocketAddr>> {
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+) -> anyhow::Result<impl Future<Output = std::io::Result<()>> + Send> {
     let host = url.host_str().context("URL has no host")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = url.port_or_known_default().context("URL has no port")?;
     let listener = TcpListener::bind((host, port))
         .await
         .with_context(|| format!("binding {url}"))?;
-    Ok(listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(%e, "cannot set TCP_NODELAY");
+    Ok(match tls.filter(|_| url.scheme() == "https") {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config.clone())
+                .with_context(|| format!("serving TLS on {url}"))?;
+            Either::Left(axum::serve(listener, app).into_future())
         }
-    }))
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(%e, "cannot set TCP_NODELAY");
+                }
+            });
+            Either::Right(axum::serve(listener, app).into_future())
+        }
+    })
+}
+
+/// The server configuration of a certificate pair, if given.
+fn server_tls(files: Option<&tls::CertFiles>) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    files
+        .map(tls::CertFiles::server_config)
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// The CA a `flag` names, if given.
+fn trusted_ca(path: Option<&std::path::Path>, flag: &str) -> anyhow::Result<Option<TrustedCa>> {
+    path.map(TrustedCa::load)
+        .transpose()
+        .with_context(|| format!("loading {flag}"))
 }
 
 /// Runs a member until `shutdown` resolves.
@@ -78,6 +111,12 @@ pub async fn run(
     let keys = state_machine.shared();
 
     let (election_min, election_max) = settings.raft_election_window();
+    // Certificates first: a bad file is reported before anything starts.
+    let client_tls = server_tls(settings.client_tls.as_ref())?;
+    let peer_tls = server_tls(settings.peer_tls.as_ref())?;
+    let client_ca = trusted_ca(settings.client_ca.as_deref(), "--trusted-ca-file")?;
+    let peer_ca = trusted_ca(settings.peer_ca.as_deref(), "--peer-trusted-ca-file")?;
+
     let raft_config = openraft::Config {
         cluster_name: settings.cluster_token.clone(),
         heartbeat_interval: u64::try_from(settings.heartbeat.as_millis()).unwrap_or(u64::MAX),
@@ -97,7 +136,7 @@ pub async fn run(
         reqwest::header::HeaderValue::from_str(&settings.cluster_token)
             .context("cluster token is not a valid header")?,
     );
-    let http_client = reqwest::Client::builder()
+    let http_client = trusting(reqwest::Client::builder(), peer_ca.as_ref())
         .default_headers(headers)
         .pool_max_idle_per_host(16)
         .tcp_nodelay(true)
@@ -133,7 +172,7 @@ pub async fn run(
         value.set_sensitive(true);
         member_headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    let client_http = updates::replicate::client(member_headers)
+    let client_http = updates::replicate::client(member_headers, client_ca.as_ref())
         .context("building the client-port HTTP client")?;
 
     let member = Arc::new(Member {
@@ -172,16 +211,11 @@ pub async fn run(
         // Detached: it ends after one write, which must not end the member.
         tokio::spawn(auth.clone().bootstrap(settings.admin_token.clone(), first));
     }
-    let peer_listener = bind(&settings.peer_listen).await?;
     let peer_app = http::peer_router(member.clone(), settings.cluster_token.clone());
-    servers.spawn(async move {
-        axum::serve(peer_listener, peer_app)
-            .await
-            .context("peer server")
-    });
+    let peer_server = listen(&settings.peer_listen, peer_tls.as_ref(), peer_app).await?;
+    servers.spawn(async move { peer_server.await.context("peer server") });
     let pkg_dir = http::dashboard::pkg_dir(settings.dashboard_pkg_dir.as_deref());
     for url in &settings.client_listen {
-        let listener = bind(url).await?;
         let app = http::client_router(
             member.clone(),
             settings.max_request_bytes,
@@ -189,7 +223,8 @@ pub async fn run(
             &pkg_dir,
             auth.clone(),
         );
-        servers.spawn(async move { axum::serve(listener, app).await.context("client server") });
+        let server = listen(url, client_tls.as_ref(), app).await?;
+        servers.spawn(async move { server.await.context("client server") });
     }
     let replicas = updates.clone();
     servers.spawn(async move {

@@ -68,9 +68,19 @@ pub async fn submit(base: &str, unit: &Value) -> Result<()> {
 
 /// Waits until every agent's machine is registered.
 pub async fn wait_machines(base: &str, agents: &[&Agent]) -> Result<()> {
+    wait_machines_with(&reqwest::Client::new(), base, agents).await
+}
+
+/// [`wait_machines`] asking through `http` (e.g. one that trusts a test CA).
+pub async fn wait_machines_with(
+    http: &reqwest::Client,
+    base: &str,
+    agents: &[&Agent],
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let machines = get(&format!("{base}/api/v1/machines")).await?;
+        let url = format!("{base}/api/v1/machines");
+        let machines: Value = http.get(&url).send().await?.json().await?;
         let ids: BTreeSet<&str> = machines
             .as_array()
             .into_iter()

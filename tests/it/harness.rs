@@ -22,6 +22,26 @@ use serde_json::Value;
 /// How long a member may take to report `{"health":"true"}`.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// TLS for a cluster's members: they serve `https` client and peer URLs
+/// with `cert`/`key` and trust `ca` for each other (tests/it/tls.rs makes the files).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA that signed `cert`.
+    pub ca: PathBuf,
+    /// The members' certificate, valid for 127.0.0.1.
+    pub cert: PathBuf,
+    /// The key of `cert`.
+    pub key: PathBuf,
+}
+
+/// An HTTP client with `timeout` for members, trusting `tls`'s CA when given.
+pub fn member_http(tls: Option<&TlsFiles>, timeout: Duration) -> Result<reqwest::Client> {
+    let ca = tls.map(|t| api::tls::TrustedCa::load(&t.ca)).transpose()?;
+    Ok(api::tls::trusting(reqwest::Client::builder(), ca.as_ref())
+        .timeout(timeout)
+        .build()?)
+}
+
 /// Which implementation a member runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -132,6 +152,8 @@ pub struct Member {
     pub cluster_state: &'static str,
     /// Extra flags for the binary (e.g. snapshot tuning).
     pub extra_args: Vec<String>,
+    /// Serve `https` with these files (Shoal only).
+    pub tls: Option<TlsFiles>,
     child: Option<Child>,
     paused: bool,
 }
@@ -155,13 +177,19 @@ impl Member {
             initial_cluster,
             cluster_state: "new",
             extra_args: Vec::new(),
+            tls: None,
             child: None,
             paused: false,
         }
     }
 
+    /// `https` with TLS files, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        scheme(self.tls.as_ref())
+    }
+
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
     }
 
     /// The member's `--data-dir`.
@@ -170,7 +198,7 @@ impl Member {
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -207,6 +235,19 @@ impl Member {
         ];
         if self.flavor == Flavor::Etcd {
             args.push("--enable-v2".into());
+        }
+        if let Some(tls) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", &tls.cert),
+                ("--key-file", &tls.key),
+                ("--trusted-ca-file", &tls.ca),
+                ("--peer-cert-file", &tls.cert),
+                ("--peer-key-file", &tls.key),
+                ("--peer-trusted-ca-file", &tls.ca),
+            ] {
+                args.push(flag.into());
+                args.push(path.display().to_string());
+            }
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -246,9 +287,7 @@ impl Member {
 
     /// Poll `/health` until it reports `{"health":"true"}`.
     pub async fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
+        let http = member_http(self.tls.as_ref(), Duration::from_secs(2))?;
         let url = format!("{}/health", self.client_url());
         let deadline = Instant::now() + timeout;
         loop {
@@ -375,6 +414,22 @@ impl Cluster {
 
     /// Start `n` members with extra flags each, and wait until all are healthy.
     pub async fn start_with(flavor: Flavor, n: usize, extra_args: &[&str]) -> Result<Cluster> {
+        Cluster::start_opts(flavor, n, extra_args, None).await
+    }
+
+    /// Start `n` Shoal members serving `https` client and peer URLs with `tls`.
+    pub async fn start_tls(n: usize, tls: &TlsFiles) -> Result<Cluster> {
+        Cluster::start_opts(Flavor::Shoal, n, &[], Some(tls)).await
+    }
+
+    /// Start `n` members with extra flags each (and TLS when given), and wait
+    /// until all are healthy.
+    async fn start_opts(
+        flavor: Flavor,
+        n: usize,
+        extra_args: &[&str],
+        tls: Option<&TlsFiles>,
+    ) -> Result<Cluster> {
         assert!(n >= 1);
         flavor.binary(); // fail early with a clear message
         let dir = tempfile::Builder::new()
@@ -384,7 +439,7 @@ impl Cluster {
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("n{}=http://127.0.0.1:{peer}", i + 1))
+            .map(|(i, (_, peer))| format!("n{}={}://127.0.0.1:{peer}", i + 1, scheme(tls)))
             .collect::<Vec<_>>()
             .join(",");
         let mut members: Vec<Member> = ports
@@ -413,6 +468,7 @@ impl Cluster {
         );
         for m in members.iter_mut() {
             m.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+            m.tls = tls.cloned();
             m.spawn()?;
         }
         for m in members.iter_mut() {
@@ -426,8 +482,9 @@ impl Cluster {
     pub async fn add_member(&mut self, extra_args: &[&str]) -> Result<usize> {
         let (client, peer) = (free_port(), free_port());
         let name = format!("n{}", self.members.len() + 1);
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let http = reqwest::Client::new();
+        let tls = self.members[0].tls.clone();
+        let peer_url = format!("{}://127.0.0.1:{peer}", scheme(tls.as_ref()));
+        let http = member_http(tls.as_ref(), Duration::from_secs(15))?;
         let resp = http
             .post(format!("{}/v2/members", self.members[0].client_url()))
             .json(&serde_json::json!({ "peerURLs": [peer_url] }))
@@ -456,6 +513,7 @@ impl Cluster {
         );
         m.cluster_state = "existing";
         m.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        m.tls = tls;
         m.spawn()?;
         m.wait_healthy(HEALTH_TIMEOUT).await?;
         self.members.push(m);
@@ -474,9 +532,7 @@ impl Cluster {
     /// Members in `skip` (killed or paused) are not asked.
     pub async fn wait_leader(&self, skip: &[usize], timeout: Duration) -> Result<usize> {
         let deadline = Instant::now() + timeout;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
+        let http = member_http(self.members[0].tls.as_ref(), Duration::from_secs(2))?;
         loop {
             let mut leaders = Vec::new();
             for (i, m) in self.members.iter().enumerate() {
@@ -500,6 +556,15 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// The URL scheme of a member with `tls`.
+fn scheme(tls: Option<&TlsFiles>) -> &'static str {
+    if tls.is_some() {
+        "https"
+    } else {
+        "http"
     }
 }
 

@@ -25,6 +25,7 @@ mod primitives;
 mod proxy;
 mod real_clients;
 mod seed;
+mod tls;
 mod update_crash;
 mod update_host;
 mod updates;

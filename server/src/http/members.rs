@@ -88,10 +88,13 @@ pub async fn add(
         return message(StatusCode::BAD_REQUEST, "peerURLs must name one URL");
     };
     if url::Url::parse(&peer_url)
-        .map(|u| u.scheme() != "http" || u.port_or_known_default().is_none())
+        .map(|u| !matches!(u.scheme(), "http" | "https") || u.port_or_known_default().is_none())
         .unwrap_or(true)
     {
-        return message(StatusCode::BAD_REQUEST, "peerURLs must be http://host:port");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "peerURLs must be http://host:port or https://host:port",
+        );
     }
     if member
         .members()

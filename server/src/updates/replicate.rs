@@ -87,9 +87,13 @@ fn describe(failures: &[(String, FetchError)]) -> String {
 }
 
 /// The HTTP client for fetches and probes: no redirects, bounded connects and
-/// stalls, `headers` (the members' credential) on every request.
-pub fn client(headers: reqwest::header::HeaderMap) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// stalls, `headers` (the members' credential) on every request, `https`
+/// client URLs verified against `ca` when given.
+pub fn client(
+    headers: reqwest::header::HeaderMap,
+    ca: Option<&api::tls::TrustedCa>,
+) -> reqwest::Result<reqwest::Client> {
+    api::tls::trusting(reqwest::Client::builder(), ca)
         .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)

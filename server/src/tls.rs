@@ -1,0 +1,228 @@
+//! TLS for the client and peer ports: a certificate chain and its key (PEM
+//! files) loaded into a rustls server configuration, and a listener that
+//! performs handshakes in tasks of their own, so a client that connects and
+//! stalls holds only its own handshake, never the accept loop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// How long a connection may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshaken connections waiting for the server to take them.
+const READY_QUEUE: usize = 64;
+/// Pause after a failed accept (e.g. out of file descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Why a certificate or key file cannot be served with.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file is missing or unreadable.
+    #[error("cannot read {what} {path}")]
+    Read {
+        /// Which flag named the file.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM certificate or key.
+    #[error("invalid {what} {path}: {reason}")]
+    Invalid {
+        /// Which flag named the file.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The key does not fit the certificate, or rustls refused the pair.
+    #[error("cannot use certificate {cert} with key {key}: {reason}")]
+    Pair {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        reason: String,
+    },
+}
+
+/// A certificate chain file and its private key file, as given by flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The flag names, for messages: `("--cert-file", "--key-file")`.
+    pub flags: (&'static str, &'static str),
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl CertFiles {
+    /// Reads both files and builds the server configuration (HTTP/1.1 over ALPN).
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let (cert_flag, key_flag) = self.flags;
+        let invalid = |what, path: &Path, reason: String| TlsError::Invalid {
+            what,
+            path: path.to_owned(),
+            reason,
+        };
+        let pem = read(cert_flag, &self.cert)?;
+        let chain = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(cert_flag, &self.cert, e.to_string()))?;
+        if chain.is_empty() {
+            return Err(invalid(
+                cert_flag,
+                &self.cert,
+                "no PEM CERTIFICATE block".into(),
+            ));
+        }
+        let pem = read(key_flag, &self.key)?;
+        let key = PrivateKeyDer::from_pem_slice(&pem)
+            .map_err(|e| invalid(key_flag, &self.key, format!("no PEM private key: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+            .map_err(|e| TlsError::Pair {
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                reason: e.to_string(),
+            })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// A listener whose connections come out TLS-handshaken. A background task
+/// accepts TCP connections and starts one handshake task per connection;
+/// failed or timed-out handshakes (a plain-HTTP client, a scanner) are
+/// dropped. The task ends when the listener is dropped.
+#[derive(Debug)]
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Serves TLS with `config` on the connections `tcp` accepts.
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = mpsc::channel(READY_QUEUE);
+        tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
+        Ok(TlsListener { ready, local })
+    }
+}
+
+async fn accept_loop(
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = tx.closed() => return,
+            accepted = tcp.accept() => accepted,
+        };
+        let (stream, addr) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(%e, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%e, "cannot set TCP_NODELAY");
+        }
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    // Err: the server is gone, and the connection with it.
+                    let _ = tx.send((tls, addr)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%addr, %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task only ends once this receiver is gone.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path, cert: &str, key: &str) -> anyhow::Result<CertFiles> {
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert)?;
+        std::fs::write(&key_path, key)?;
+        Ok(CertFiles {
+            cert: cert_path,
+            key: key_path,
+            flags: ("--cert-file", "--key-file"),
+        })
+    }
+
+    #[test]
+    fn bad_files_are_named_in_the_error() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let missing = CertFiles {
+            cert: dir.path().join("absent.pem"),
+            key: dir.path().join("absent-key.pem"),
+            flags: ("--cert-file", "--key-file"),
+        };
+        let err = missing.server_config().err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("--cert-file") && e.contains("absent.pem")),
+            "{err:?}"
+        );
+        let garbage = files(dir.path(), "not a certificate", "not a key")?;
+        let err = garbage.server_config().err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.starts_with("invalid --cert-file")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+}
