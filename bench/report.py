@@ -239,10 +239,29 @@ def chart_start_latency(run):
             groups if rows else [])
 
 
+def chart_dashboard(run):
+    """Medians against the issue's targets: server-rendered pages and hydration."""
+    groups = []
+    for cells in table_rows(read(run, "dashboard", "md") or ""):
+        if len(cells) < 3:
+            continue
+        target = number(cells[2])[0]
+        parts = cells[0].split(",")
+        if "whole page" in cells[0]:
+            label = parts[0]
+        elif "→ hydrated" in cells[0]:
+            label = f"{parts[0]}, {parts[1].split(':')[0].strip()}"
+        else:
+            continue
+        groups.append((f"{label}, median", [("Shoal", number(cells[1])[0]), ("target", target)]))
+    return ("ms, median against the target (lower is better)", "ms", groups)
+
+
 CHARTS = {
     "keyspace": chart_keyspace, "failover": chart_failover, "watch": chart_watch,
     "recovery": chart_recovery, "placement": chart_placement, "rollout": chart_rollout,
     "download": chart_download, "start-latency": chart_start_latency,
+    "dashboard": chart_dashboard,
 }
 
 

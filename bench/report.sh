@@ -10,7 +10,7 @@
 # data dir (tests/examples/cluster-bench), placement (bench/placement.sh),
 # rollout and download (bench/rollout.sh, bench/download.sh), container start
 # latency vs docker run (bench/start-latency.sh, skipped without Docker), and
-# bench/dashboard.sh if it exists. Writes bench/results/report-<date>.md and
+# the dashboard (bench/dashboard.sh). Writes bench/results/report-<date>.md and
 # report-<date>-<bench>.svg; each benchmark's own table and log stay in the
 # run dir it prints. A benchmark that fails is marked so and the rest still run.
 #
@@ -40,7 +40,7 @@ if [[ $MODE == quick ]]; then
   ROLLOUT_ARGS=(--hosts 10 --reboot-ms 500 --health-ms 250 --warmup-secs 1 --steady-secs 2)
   DOWNLOAD_ARGS=(--clients 4 --size-mib 32 --rounds 1)
   LATENCY_ENV=(TRIALS=5)
-  DASHBOARD_ARGS=(--machines 200 --units 1000)
+  DASHBOARD_ARGS=(--machines 200 --instances 1000)
 else
   KEYSPACE_ENV=(DURATION=10s IDLE_WATCH=10)
   FAILOVER_ENV=(TRIALS=20)
@@ -59,7 +59,8 @@ done
 if [[ ${BUILD:-1} == 1 ]]; then
   cargo build --release -p server -p node-agent -p tests \
     --bin shoal-server --bin shoal-agent \
-    --example cluster-bench --example placement-bench --example rollout-bench || exit 1
+    --example cluster-bench --example placement-bench --example rollout-bench \
+    --example dashboard-bench || exit 1
 fi
 # 10,000 watchers need 10,000 descriptors in the bench and in the member.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -114,11 +115,7 @@ if docker info >/dev/null 2>&1; then
 else
   skip start-latency "no Docker engine reachable (docker info failed)"
 fi
-if [[ -x $HERE/dashboard.sh ]]; then
-  run dashboard bench/dashboard.sh "${DASHBOARD_ARGS[@]}"
-else
-  skip dashboard "bench/dashboard.sh does not exist yet"
-fi
+run dashboard bench/dashboard.sh "${DASHBOARD_ARGS[@]}"
 
 python3 - "$RUN/meta.json" <<EOF
 import json, sys

@@ -20,16 +20,12 @@
 //! required when `SHOAL_REQUIRE_WASM=1`) and Docker (`SHOAL_REQUIRE_DOCKER=1`).
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use fantoccini::wd::{Capabilities, TimeoutConfiguration, WebDriverCompatibleCommand};
-use fantoccini::{Client, ClientBuilder, Locator};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 
 use crate::agents::{
@@ -37,12 +33,12 @@ use crate::agents::{
 };
 use crate::harness::free_port;
 
+#[path = "../examples/common/chromium.rs"]
+mod chromium;
+use chromium::{browser_tools, Chromedriver};
+
 /// How long the fleet may take to converge, and the page to show it.
 const CONVERGE: Duration = Duration::from_secs(30);
-/// How long chromedriver may take to answer, and Chromium to start.
-const STARTUP: Duration = Duration::from_secs(30);
-/// The browser window, so that screenshots are the same size every run.
-const WINDOW: (u32, u32) = (1400, 900);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_chromium() -> Result<()> {
@@ -109,7 +105,7 @@ async fn dashboard_in_chromium() -> Result<()> {
     ensure!(key.status().is_success(), "key: {}", key.status());
     eprintln!("    fleet ready after {:?}", started.elapsed());
 
-    let driver = Chromedriver::start(&tools, dir.path())?;
+    let driver = Chromedriver::start(&tools, dir.path(), free_port())?;
     let client = driver.session(&tools, dir.path()).await?;
     let result = browse(&client, &base, &run).await;
     let log = browser_log(&client).await;
@@ -733,148 +729,6 @@ async fn wasm_served(base: &str) -> Result<bool> {
     }
     eprintln!("no wasm package (scripts/build-frontend): the browser test needs it, skipped");
     Ok(false)
-}
-
-/// Chromium and its WebDriver.
-struct BrowserTools {
-    chromium: PathBuf,
-    chromedriver: PathBuf,
-}
-
-/// Finds Chromium and chromedriver; `None` (after a notice) when missing and
-/// `SHOAL_REQUIRE_BROWSER` is not 1, an error when it is.
-fn browser_tools() -> Result<Option<BrowserTools>> {
-    let find = |name: &str| {
-        ["/usr/bin", "/usr/local/bin"]
-            .iter()
-            .map(|d| Path::new(d).join(name))
-            .find(|p| p.is_file())
-    };
-    match (find("chromium"), find("chromedriver")) {
-        (Some(chromium), Some(chromedriver)) => Ok(Some(BrowserTools {
-            chromium,
-            chromedriver,
-        })),
-        _ if std::env::var("SHOAL_REQUIRE_BROWSER").as_deref() == Ok("1") => bail!(
-            "SHOAL_REQUIRE_BROWSER=1 but chromium or chromedriver is missing: \
-             `apt-get install -y chromium chromium-driver` (.ci/run does this)"
-        ),
-        _ => {
-            eprintln!("chromium or chromedriver is not installed and SHOAL_REQUIRE_BROWSER is not 1: skipped");
-            Ok(None)
-        }
-    }
-}
-
-/// A chromedriver process on a free loopback port, in its own process group:
-/// on drop the group (chromedriver and the Chromium it started) is killed.
-struct Chromedriver {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Chromedriver {
-    fn start(tools: &BrowserTools, dir: &Path) -> Result<Chromedriver> {
-        let port = free_port();
-        let log = dir.join("chromedriver.log");
-        let child = Command::new(&tools.chromedriver)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("spawn chromedriver")?;
-        Ok(Chromedriver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        })
-    }
-
-    /// Waits for chromedriver, then opens a Chromium session.
-    async fn session(&self, tools: &BrowserTools, dir: &Path) -> Result<Client> {
-        let deadline = Instant::now() + STARTUP;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
-        loop {
-            let status = http.get(format!("{}/status", self.url)).send().await;
-            if let Ok(resp) = status {
-                if resp
-                    .json::<Value>()
-                    .await
-                    .is_ok_and(|v| v["value"]["ready"] == true)
-                {
-                    break;
-                }
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "chromedriver not ready within {STARTUP:?}\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let profile = dir.join("chromium-profile");
-        let args = [
-            "--headless".to_string(),
-            "--no-sandbox".into(),
-            "--disable-gpu".into(),
-            "--disable-dev-shm-usage".into(),
-            "--disable-quic".into(),
-            "--no-first-run".into(),
-            "--no-default-browser-check".into(),
-            "--disable-background-networking".into(),
-            "--disable-component-update".into(),
-            "--disable-sync".into(),
-            "--disable-extensions".into(),
-            "--hide-scrollbars".into(),
-            format!("--user-data-dir={}", profile.display()),
-            format!("--window-size={},{}", WINDOW.0, WINDOW.1),
-        ];
-        let caps: Capabilities = serde_json::from_value(json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": tools.chromium, "args": args},
-            "goog:loggingPrefs": {"browser": "ALL"},
-        }))?;
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = tokio::time::timeout(
-            STARTUP,
-            ClientBuilder::new(connector)
-                .capabilities(caps)
-                .connect(&self.url),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("Chromium did not start within {STARTUP:?}"))
-        .and_then(|r| r.map_err(anyhow::Error::from))
-        .with_context(|| format!("new Chromium session\n{}", self.log_tail()))?;
-        client
-            .update_timeouts(TimeoutConfiguration::new(
-                Some(Duration::from_secs(10)),
-                Some(Duration::from_secs(20)),
-                Some(Duration::ZERO),
-            ))
-            .await?;
-        Ok(client)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Chromedriver {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
 }
 
 /// Removes the run's containers when the test ends, passed or not.

@@ -1,7 +1,7 @@
-//! What the one-member benchmarks share (`placement-bench`, `rollout-bench`):
-//! a release `shoal-server` started on free loopback ports with its log in
-//! the run dir, SIGKILLed when dropped, and its CPU and memory read from
-//! `/proc`. Included with `#[path = "common/server.rs"] mod server;`.
+//! What the one-member benchmarks share (`placement-bench`, `rollout-bench`,
+//! `dashboard-bench`): a release `shoal-server` started on free loopback ports
+//! with its log in the run dir, SIGKILLed when dropped, and its CPU and memory
+//! read from `/proc`. Included with `#[path = "common/server.rs"] mod server;`.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -31,7 +31,7 @@ impl Drop for Server {
 }
 
 /// A loopback port nothing listens on right now.
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("bind a loopback port")?;
     Ok(l.local_addr().context("local address")?.port())
 }
