@@ -96,6 +96,28 @@ pub struct Violation {
     pub longest: usize,
     /// How many operations the key has.
     pub total: usize,
+    /// A subset of the key's operations that is still not linearizable and
+    /// from which no single operation can be dropped (or the smallest found
+    /// within [`SHRINK_BUDGET`] checks), by invocation.
+    pub minimal: Vec<Op>,
+}
+
+/// The most searches spent shrinking a violation to a minimal history.
+pub const SHRINK_BUDGET: usize = 2000;
+
+/// One operation as a report line.
+fn write_op(f: &mut std::fmt::Formatter<'_>, op: &Op) -> std::fmt::Result {
+    let end = op
+        .complete
+        .map_or("?".to_owned(), |c| format!("{:.3}", c as f64 / 1e9));
+    writeln!(
+        f,
+        "  client {:>2}  [{:.3} .. {end}]  {:?} -> {:?}",
+        op.client,
+        op.invoke as f64 / 1e9,
+        op.call,
+        op.ret
+    )
 }
 
 impl std::fmt::Display for Violation {
@@ -106,17 +128,15 @@ impl std::fmt::Display for Violation {
             self.key, self.longest, self.total
         )?;
         for op in &self.window {
-            let end = op
-                .complete
-                .map_or("?".to_owned(), |c| format!("{:.3}", c as f64 / 1e9));
-            writeln!(
-                f,
-                "  client {:>2}  [{:.3} .. {end}]  {:?} -> {:?}",
-                op.client,
-                op.invoke as f64 / 1e9,
-                op.call,
-                op.ret
-            )?;
+            write_op(f, op)?;
+        }
+        writeln!(
+            f,
+            "a minimal history that is not linearizable ({} operations):",
+            self.minimal.len()
+        )?;
+        for op in &self.minimal {
+            write_op(f, op)?;
         }
         Ok(())
     }
@@ -130,9 +150,39 @@ pub fn check(history: &[Op]) -> Result<(), Violation> {
         by_key.entry(op.key.as_str()).or_default().push(op.clone());
     }
     for (key, ops) in by_key {
-        check_key(key, ops)?;
+        if let Err(mut v) = check_key(key, ops.clone()) {
+            v.minimal = shrink(key, ops);
+            return Err(v);
+        }
     }
     Ok(())
+}
+
+/// Drops operations one at a time while the rest stays non-linearizable,
+/// within [`SHRINK_BUDGET`] searches; `ops` must fail [`check_key`]. A write
+/// whose value a remaining read saw or a CAS expected is kept, so the
+/// history shows where each value came from rather than shrinking to a read
+/// of a value nobody wrote.
+fn shrink(key: &str, mut ops: Vec<Op>) -> Vec<Op> {
+    ops.sort_by_key(|o| o.invoke);
+    let mut at = 0;
+    for _ in 0..SHRINK_BUDGET {
+        if at >= ops.len() {
+            break;
+        }
+        if sources_a_value(&ops, at) {
+            at += 1;
+            continue;
+        }
+        let mut fewer = ops.clone();
+        fewer.remove(at);
+        if check_key(key, fewer.clone()).is_err() {
+            ops = fewer;
+        } else {
+            at += 1;
+        }
+    }
+    ops
 }
 
 /// One call or return in the time-ordered list the search walks.
@@ -261,6 +311,20 @@ fn unlift(entries: &mut [Entry], head: &mut Option<usize>, call: usize) {
     }
 }
 
+/// True when `ops[at]` writes a value another operation of `ops` read or
+/// compared against.
+fn sources_a_value(ops: &[Op], at: usize) -> bool {
+    let written = match &ops[at].call {
+        Call::Write(v) | Call::Cas { new: v, .. } => v,
+        Call::Read | Call::Delete => return false,
+    };
+    ops.iter().enumerate().any(|(i, o)| {
+        i != at
+            && (o.ret == Ret::Read(Some(written.clone()))
+                || matches!(&o.call, Call::Cas { expect, .. } if expect == written))
+    })
+}
+
 /// The violation report: the operations around the first one (by
 /// invocation) that the longest linearization could not include.
 fn violation(key: &str, ops: &[Op], longest: &[u64], longest_len: usize) -> Violation {
@@ -277,6 +341,7 @@ fn violation(key: &str, ops: &[Op], longest: &[u64], longest_len: usize) -> Viol
         window: order[from..to].iter().map(|&i| ops[i].clone()).collect(),
         longest: longest_len,
         total: ops.len(),
+        minimal: Vec::new(),
     }
 }
 
@@ -345,6 +410,36 @@ mod tests {
         let v = check(&h).expect_err("stale read");
         assert_eq!(v.key, "/k");
         assert!(v.to_string().contains("not linearizable"), "{v}");
+    }
+
+    #[test]
+    fn a_violation_shrinks_to_the_operations_that_show_it() {
+        let mut h: Vec<Op> = (0..40u64)
+            .map(|i| op(2, Call::Read, r(None), i * 2, Some(i * 2 + 1)))
+            .collect();
+        h.extend([
+            op(0, w("a"), Ret::Ok, 100, Some(101)),
+            op(3, Call::Read, r(Some("a")), 102, Some(103)),
+            op(0, w("b"), Ret::Ok, 104, Some(105)),
+            op(1, Call::Read, r(Some("a")), 106, Some(107)),
+            op(3, Call::Read, r(Some("b")), 108, Some(109)),
+        ]);
+        let v = check(&h).expect_err("stale read");
+        let calls: Vec<(Call, Ret)> = v
+            .minimal
+            .iter()
+            .map(|o| (o.call.clone(), o.ret.clone()))
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                (w("a"), Ret::Ok),
+                (w("b"), Ret::Ok),
+                (Call::Read, r(Some("a"))),
+            ],
+            "{v}"
+        );
+        assert!(v.to_string().contains("a minimal history"), "{v}");
     }
 
     #[test]

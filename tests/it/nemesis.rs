@@ -13,7 +13,8 @@
 //!
 //! The CI run lasts `SHOAL_NEMESIS_SECS` (default 60); `scripts/nemesis`
 //! runs longer ones with a chosen `SHOAL_NEMESIS_SEED`. A failure prints the
-//! seed and the operations around the violation.
+//! seed, the operations around the violation and a minimal history that
+//! still fails (`linearizability::Violation`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
