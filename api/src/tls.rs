@@ -101,7 +101,12 @@ pub fn untrusted_certificate(err: &(dyn StdError + 'static)) -> Option<String> {
     let mut next = Some(err);
     while let Some(e) = next {
         if let Some(rustls::Error::InvalidCertificate(reason)) = rustls_error(e) {
-            return Some(reason.to_string());
+            return Some(match reason {
+                rustls::CertificateError::UnknownIssuer => {
+                    "it is not signed by a trusted CA".to_owned()
+                }
+                other => other.to_string(),
+            });
         }
         next = e.source();
     }
