@@ -81,6 +81,15 @@ pub struct Config {
     /// Seconds a write may wait for a quorum before it is answered as unknown.
     #[arg(long, env = "SHOAL_WRITE_TIMEOUT", default_value_t = 5)]
     pub write_timeout: u64,
+    /// Fault injection: offset this member's clock (TTLs, leases) by this many ms.
+    #[arg(
+        long,
+        env = "SHOAL_CLOCK_SKEW_MS",
+        default_value_t = 0,
+        allow_hyphen_values = true,
+        hide = true
+    )]
+    pub clock_skew_ms: i64,
     /// PEM file of the ed25519 public key update payloads must be signed with;
     /// without it, uploads are stored with whatever signature they carry.
     #[arg(long, env = "SHOAL_UPDATE_PUBLIC_KEY")]
@@ -158,6 +167,8 @@ pub struct Settings {
     pub limits: crate::auth::limits::LimitSettings,
     /// How long a write waits for a quorum.
     pub write_timeout: Duration,
+    /// Offset of the member's clock, for fault injection (`crate::clock`).
+    pub clock_skew_ms: i64,
     /// The public key update payloads must be signed with, if any.
     pub update_public_key: Option<PathBuf>,
     /// The dashboard's wasm package directory, if set.
@@ -349,6 +360,7 @@ impl Config {
                 watches: self.max_watches_per_token,
             },
             write_timeout: Duration::from_secs(self.write_timeout),
+            clock_skew_ms: self.clock_skew_ms,
             update_public_key: self.update_public_key,
             dashboard_pkg_dir: self.dashboard_pkg_dir,
             auth: self.auth,

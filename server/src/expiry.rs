@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-
 use crate::keyspace::Op;
 use crate::member::Member;
 
@@ -26,7 +24,7 @@ pub async fn run(member: Arc<Member>) {
         if !member.is_leader() {
             continue;
         }
-        let due = member.keys.read().expired(Utc::now(), BATCH);
+        let due = member.keys.read().expired(crate::clock::now(), BATCH);
         if due.is_empty() {
             continue;
         }

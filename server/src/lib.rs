@@ -7,6 +7,7 @@
 //! (`http`), served over TLS for `https` URLs (`tls`).
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod engine;
@@ -99,6 +100,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    clock::set_skew_ms(settings.clock_skew_ms);
     let log_db = LogDb::open(&settings.data_dir)
         .await
         .context("opening raft.db")?;

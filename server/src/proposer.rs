@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -69,7 +68,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>) {
 
 /// Proposes one batch and answers every writer in it.
 async fn commit(raft: &Raft, batch: Vec<(Op, Reply)>) {
-    let now = Utc::now();
+    let now = crate::clock::now();
     let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
     let commands = ops.into_iter().map(|op| Command { now, op }).collect();
     let outcomes: Vec<Result<Event, ServeError>> = match raft.client_write(Batch(commands)).await {

@@ -8,6 +8,7 @@
 mod agents;
 mod auth;
 mod browser;
+mod clock_skew;
 mod cluster;
 mod dashboard;
 mod differential;

@@ -52,7 +52,7 @@ pub async fn run(member: Arc<Member>) {
             known = None;
             continue;
         }
-        let now = Utc::now();
+        let now = crate::clock::now();
         let started = std::time::Instant::now();
         let raw = RawFleet::read(&member.keys.read());
         let mut view = FleetView::from_raw(raw, now);

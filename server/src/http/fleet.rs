@@ -14,7 +14,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 
 use super::api_error;
 use crate::engine::view::{instance_names, unit_of, FleetView, RawFleet, UnitView};
@@ -166,7 +165,7 @@ fn status_of(view: &FleetView, uv: &UnitView, known: &[&str]) -> UnitStatus {
 
 fn view(member: &Member) -> FleetView {
     let raw = RawFleet::read(&member.keys.read());
-    FleetView::from_raw(raw, Utc::now())
+    FleetView::from_raw(raw, crate::clock::now())
 }
 
 fn unit_status(member: &Member, name: &str) -> Option<UnitStatus> {

@@ -8,7 +8,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 
 use super::form::{self, bad, Form};
 use crate::keyspace::{path, ErrorCode, KeyError, Op, Precondition, ReadOptions};
@@ -221,7 +220,7 @@ async fn read(member: &Member, req: &KeyRequest, head: bool) -> Response {
                 ReadOptions {
                     recursive: req.recursive,
                 },
-                Utc::now(),
+                crate::clock::now(),
             ),
             keys.index(),
         )

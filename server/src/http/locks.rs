@@ -19,7 +19,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use tokio::time::Instant;
 
 use super::api_error;
@@ -100,7 +99,7 @@ async fn give_back(
 fn state(member: &Member, root: &str, name: &str) -> LockState {
     let dir = format!("{root}/{name}");
     let keys = member.keys.read();
-    let now = Utc::now();
+    let now = crate::clock::now();
     let mut slots: Vec<(Holder, u32)> = keys
         .children(&dir)
         .into_iter()
