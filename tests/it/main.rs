@@ -22,6 +22,7 @@ mod linearizability;
 mod membership;
 mod nemesis;
 mod os_update;
+mod peer_auth;
 mod primitives;
 mod proxy;
 mod real_clients;
