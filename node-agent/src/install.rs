@@ -58,6 +58,9 @@ pub struct InstallArgs {
     /// Bearer token for the cluster.
     #[arg(long)]
     pub token: Option<String>,
+    /// PEM CA file `https` servers are verified against (its path goes in the config).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// Machine metadata, `key=value,key=value`.
     #[arg(long)]
     pub metadata: Option<String>,
@@ -103,6 +106,7 @@ pub fn config_file(args: &InstallArgs) -> Result<String, InstallError> {
     let file = FileConfig {
         server: Some(args.server.clone()),
         token: args.token.clone(),
+        ca_file: args.ca_file.clone(),
         machine_id: args.machine_id.clone(),
         lease_ttl: args.lease_ttl,
         disk: args.disk.clone(),
@@ -242,6 +246,7 @@ mod tests {
         InstallArgs {
             server: "http://10.0.0.1:2379,http://10.0.0.2:2379".into(),
             token: Some("s3cret".into()),
+            ca_file: Some(PathBuf::from("/etc/shoal/ca.pem")),
             metadata: Some("region=eu,disk=ssd".into()),
             machine_id: None,
             lease_ttl: Some(15),
@@ -263,6 +268,7 @@ mod tests {
             Some("http://10.0.0.1:2379,http://10.0.0.2:2379")
         );
         assert_eq!(parsed.token.as_deref(), Some("s3cret"));
+        assert_eq!(parsed.ca_file, Some(PathBuf::from("/etc/shoal/ca.pem")));
         assert_eq!(parsed.lease_ttl, Some(15));
         assert_eq!(
             parsed.metadata.get("region").map(String::as_str),
