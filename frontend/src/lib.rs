@@ -3,8 +3,9 @@
 //!
 //! `model` holds the records the views show, `data` the server functions that
 //! fetch them, `backend` (server only) the trait the server implements to
-//! answer them, `live` the event stream that keeps them current, `chart` the
-//! Overview's live chart, `app` the shell and routes, `views` the pages.
+//! answer them, `live` the event stream that keeps them current, `rest` the
+//! browser's own REST calls (payload upload with progress, live journals),
+//! `chart` the Overview's live chart, `app` the shell and routes, `views` the pages.
 
 pub mod app;
 #[cfg(feature = "ssr")]
@@ -13,6 +14,7 @@ pub mod chart;
 pub mod data;
 pub mod live;
 pub mod model;
+pub mod rest;
 mod views;
 
 pub use app::{shell, App};

@@ -287,15 +287,103 @@ impl KeyEvent {
 
 /// The event stream's URL for changes under `prefix` (`/api/v1/events?prefix=...`).
 pub fn events_url(prefix: &str) -> String {
-    let mut url = String::from("/api/v1/events?prefix=");
-    for b in prefix.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-_.~@:".contains(&b) {
-            url.push(char::from(b));
+    format!("/api/v1/events?prefix={}", escape(prefix, b"/-_.~@:"))
+}
+
+/// `text` percent-encoded, keeping ASCII letters, digits and the bytes in `keep`.
+fn escape(text: &str, keep: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
+            out.push(char::from(b));
         } else {
-            url.push_str(&format!("%{b:02X}"));
+            out.push_str(&format!("%{b:02X}"));
         }
     }
+    out
+}
+
+/// A path segment or query value, percent-encoded.
+fn component(text: &str) -> String {
+    escape(text, b"-_.~@:")
+}
+
+/// How many lines of its tail a journal starts with.
+pub const JOURNAL_TAIL: u64 = 200;
+/// Most journal lines the Units page keeps, the newest.
+pub const JOURNAL_KEEP: usize = 500;
+
+/// `GET /api/v1/units/{unit}/journal` of one instance, followed, from the last [`JOURNAL_TAIL`] lines.
+pub fn journal_url(unit: &str, instance: &str) -> String {
+    format!(
+        "/api/v1/units/{}/journal?instance={}&follow=true&tail={JOURNAL_TAIL}",
+        component(unit),
+        component(instance)
+    )
+}
+
+/// Adds the complete lines of `chunk` (after what `partial` held) to
+/// `lines`, keeping the newest [`JOURNAL_KEEP`]; an unfinished last line
+/// stays in `partial` until its newline arrives.
+pub fn take_lines(lines: &mut Vec<String>, partial: &mut Vec<u8>, chunk: &[u8]) {
+    partial.extend_from_slice(chunk);
+    let Some(cut) = partial.iter().rposition(|b| *b == b'\n') else {
+        return;
+    };
+    let complete: Vec<u8> = partial.drain(..=cut).collect();
+    lines.extend(
+        String::from_utf8_lossy(&complete)
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_owned()),
+    );
+    let over = lines.len().saturating_sub(JOURNAL_KEEP);
+    lines.drain(..over);
+}
+
+/// `POST /api/v1/updates/payloads` with a payload's version, signature and optional channel.
+pub fn upload_url(version: &str, signature: &str, channel: &str) -> String {
+    let mut url = format!(
+        "/api/v1/updates/payloads?version={}&signature={}",
+        component(version.trim()),
+        component(signature.trim())
+    );
+    if !channel.trim().is_empty() {
+        url.push_str(&format!("&channel={}", component(channel.trim())));
+    }
     url
+}
+
+/// What an API answer that is not a success says, in words: the message of
+/// an `/api/v1` error body, else the text (an agent's), else the status.
+pub fn error_words(status: u16, body: &str) -> String {
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
+    match message {
+        Some(m) => m,
+        None if !body.trim().is_empty() => body.trim().to_owned(),
+        None => format!("the server answered {status}"),
+    }
+}
+
+/// The upload's outcome in words from the server's answer: what was stored, or why not.
+pub fn upload_words(status: u16, body: &str) -> Result<String, String> {
+    if !(200..300).contains(&status) {
+        return Err(error_words(status, body));
+    }
+    let meta: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let sha = meta["sha256"].as_str().unwrap_or_default();
+    let what = if status == 201 {
+        "uploaded"
+    } else {
+        "already stored"
+    };
+    Ok(format!(
+        "{what} {}: {} bytes, sha256 {}…",
+        meta["version"].as_str().unwrap_or("?"),
+        meta["size"],
+        sha.get(..12).unwrap_or(sha)
+    ))
 }
 
 #[cfg(test)]
@@ -309,6 +397,55 @@ mod tests {
             events_url("/a b/&x=é"),
             "/api/v1/events?prefix=/a%20b/%26x%3D%C3%A9"
         );
+    }
+
+    #[test]
+    fn journal_and_upload_urls_escape_their_values() {
+        assert_eq!(
+            journal_url("web", "web@2"),
+            "/api/v1/units/web/journal?instance=web@2&follow=true&tail=200"
+        );
+        assert_eq!(
+            upload_url(" 1.2+b ", "ab+/c=", ""),
+            "/api/v1/updates/payloads?version=1.2%2Bb&signature=ab%2B%2Fc%3D"
+        );
+        assert_eq!(
+            upload_url("2", "s", "stable"),
+            "/api/v1/updates/payloads?version=2&signature=s&channel=stable"
+        );
+    }
+
+    #[test]
+    fn journal_lines_wait_for_their_newline_and_keep_the_newest() {
+        let (mut lines, mut partial) = (Vec::new(), Vec::new());
+        take_lines(&mut lines, &mut partial, b"one\r\ntw");
+        assert_eq!(lines, ["one"]);
+        take_lines(&mut lines, &mut partial, b"o\nthree");
+        assert_eq!(lines, ["one", "two"]);
+        assert_eq!(partial, b"three");
+        for n in 0..JOURNAL_KEEP {
+            take_lines(&mut lines, &mut partial, format!("\n{n}").as_bytes());
+        }
+        assert_eq!(lines.len(), JOURNAL_KEEP);
+        assert_eq!(lines.last().map(String::as_str), Some("498"));
+    }
+
+    #[test]
+    fn answers_in_words() {
+        let body = r#"{"error":{"code":"bad_request","message":"signature: malformed"}}"#;
+        assert_eq!(error_words(400, body), "signature: malformed");
+        assert_eq!(
+            error_words(502, "docker not connected\n"),
+            "docker not connected"
+        );
+        assert_eq!(error_words(500, ""), "the server answered 500");
+        let meta = r#"{"version":"1.2","size":5,"sha256":"0123456789abcdef"}"#;
+        assert_eq!(
+            upload_words(201, meta),
+            Ok("uploaded 1.2: 5 bytes, sha256 0123456789ab…".into())
+        );
+        assert!(upload_words(200, meta).is_ok_and(|w| w.starts_with("already stored 1.2")));
+        assert_eq!(upload_words(409, body), Err("signature: malformed".into()));
     }
 
     fn event(key: &str) -> KeyEvent {

@@ -9,8 +9,13 @@
 //! brought; the navigation links switch views in the page (no reload);
 //! the Topology filter works in the browser; a unit submitted from the page
 //! becomes running there by itself (the event stream), and a bad one gets
-//! the server's error next to the form with the typed text kept; Pause on
-//! the Updates page pauses the rollout and Halt halts it (the API says so); a key edited on
+//! the server's error next to the form with the typed text kept; an
+//! instance's journal followed from the Units page shows lines as the
+//! container writes them, until Stop; Pause on the Updates page pauses the
+//! rollout and Halt halts it (the API says so); a payload uploaded from the
+//! Updates page drives its progress bar to complete and is in the API, and
+//! a refused one (its version taken) shows the server's reason with the
+//! fields kept; a key edited on
 //! the Key space page fires the page's watch; the Events page lists the
 //! machines joining and filters by kind. Screenshots of the views go to
 //! `docs/screenshots/` (the README shows them).
@@ -27,11 +32,12 @@ use anyhow::{bail, ensure, Context as _, Result};
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
 
 use crate::agents::{
     get, remove_containers, running, submit, wait_machines, wait_unit, Agent, FleetRun, IMAGE,
 };
-use crate::harness::free_port;
+use crate::harness::{free_port, seeded_bytes};
 
 #[path = "../examples/common/chromium.rs"]
 mod chromium;
@@ -65,10 +71,16 @@ async fn dashboard_in_chromium() -> Result<()> {
     ];
     wait_machines(&base, &agents.iter().collect::<Vec<_>>()).await?;
     let sleep = json!(["sleep", "3600"]);
+    // db writes a line a second, for its journal on the Units page.
+    let ticking = json!([
+        "sh",
+        "-c",
+        "for i in $(seq 3600); do echo \"db tick $i\"; sleep 1; done"
+    ]);
     for unit in [
         json!({"name": "web", "image": IMAGE, "command": sleep, "desired": "launched",
                "placement": {"replicas": 2, "conflicts": ["web*"]}}),
-        json!({"name": "db", "image": IMAGE, "command": sleep, "desired": "launched",
+        json!({"name": "db", "image": IMAGE, "command": ticking, "desired": "launched",
                "placement": {"machine-metadata": {"region": ["us"]}}}),
         json!({"name": "gpu", "image": IMAGE, "command": sleep, "desired": "launched",
                "placement": {"machine-metadata": {"gpu": ["yes"]}}}),
@@ -107,15 +119,17 @@ async fn dashboard_in_chromium() -> Result<()> {
 
     let driver = Chromedriver::start(&tools, dir.path(), free_port())?;
     let client = driver.session(&tools, dir.path()).await?;
-    let result = browse(&client, &base, &run).await;
+    let result = browse(&client, &base, &run, dir.path()).await;
     let log = browser_log(&client).await;
     let _ = client.close().await;
     result?;
-    // The unit submitted with a mistake is refused on purpose: its one failed request is expected.
+    // The unit submitted with a mistake and the payload under a version
+    // taken by other bytes are refused on purpose: their one failed request each is expected.
     let refused = |e: &Value| {
-        e["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("/ui/fn/submit_unit") && m.contains("status of 500"))
+        e["message"].as_str().is_some_and(|m| {
+            (m.contains("/ui/fn/submit_unit") && m.contains("status of 500"))
+                || (m.contains("/api/v1/updates/payloads") && m.contains("status of 409"))
+        })
     };
     let severe: Vec<&Value> = log
         .iter()
@@ -132,8 +146,9 @@ async fn dashboard_in_chromium() -> Result<()> {
     Ok(())
 }
 
-/// The browser's part: load, hydrate, compare with the API, navigate, follow a change.
-async fn browse(client: &Client, base: &str, run: &str) -> Result<()> {
+/// The browser's part: load, hydrate, compare with the API, navigate, follow
+/// a change; `dir` holds the payload file the Updates page uploads.
+async fn browse(client: &Client, base: &str, run: &str, dir: &Path) -> Result<()> {
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
     std::fs::create_dir_all(&shots)?;
 
@@ -250,6 +265,9 @@ async fn browse(client: &Client, base: &str, run: &str) -> Result<()> {
     .await?;
     until_shown(client, base, View::Units).await?;
     same_page(client, "/ui/units").await?;
+
+    eprintln!("--- db's journal, followed live from the page, until Stop");
+    follow_journal(client, "db", &shots.join("journal.png")).await?;
     screenshot(client, &shots.join("units.png")).await?;
 
     eprintln!("--- back to Overview, by its link: the new counts");
@@ -296,21 +314,14 @@ async fn browse(client: &Client, base: &str, run: &str) -> Result<()> {
             && v["halt"] == false
     })
     .await?;
+    upload_payload(client, base, dir).await?;
     same_page(client, "/ui/updates").await?;
     screenshot(client, &shots.join("updates.png")).await?;
 
     eprintln!("--- Key space, by its link: edit a key, the page's watch fires");
     click_nav(client, "/ui/keys").await?;
-    client
-        .find(Locator::Css("tr[data-key='/dash'] a"))
-        .await?
-        .click()
-        .await?;
-    client
-        .find(Locator::Css("tr[data-key='/dash/colour'] a"))
-        .await?
-        .click()
-        .await?;
+    click_live(client, "tr[data-key='/dash'] a").await?;
+    click_live(client, "tr[data-key='/dash/colour'] a").await?;
     wait_js(client, "the form holds the key", KEY_FORM_JS, |v| {
         *v == json!(["/dash/colour", "blue"])
     })
@@ -382,6 +393,156 @@ async fn browse(client: &Client, base: &str, run: &str) -> Result<()> {
     same_page(client, "/ui/events").await?;
     screenshot(client, &shots.join("events.png")).await?;
     Ok(())
+}
+
+/// Opens `instance`'s journal with its Journal button: lines arrive while
+/// the page follows it (a later tick than the first one shown; then the
+/// screenshot `shot` of it), and Stop stops it.
+async fn follow_journal(client: &Client, instance: &str, shot: &Path) -> Result<()> {
+    client
+        .find(Locator::Css(&format!(
+            "button.journal[data-journal='{instance}']"
+        )))
+        .await?
+        .click()
+        .await?;
+    let ticks = |v: &Value| -> Vec<u64> {
+        v["text"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("db tick ")?.trim().parse().ok())
+            .collect()
+    };
+    let first = wait_js(client, "the journal's first lines", JOURNAL_JS, |v| {
+        v["state"] == "following" && v["instance"] == instance && !ticks(v).is_empty()
+    })
+    .await?;
+    let last = ticks(&first).into_iter().max().unwrap_or_default();
+    wait_js(
+        client,
+        "a new line in the followed journal",
+        JOURNAL_JS,
+        |v| v["state"] == "following" && ticks(v).into_iter().max() > Some(last),
+    )
+    .await?;
+    client
+        .execute(
+            "document.getElementById('journal').scrollIntoView({block: 'end'}); return null;",
+            vec![],
+        )
+        .await?;
+    screenshot(client, shot).await?;
+    client
+        .execute("window.scrollTo(0, 0); return null;", vec![])
+        .await?;
+    client
+        .find(Locator::Css("#journal button.stop"))
+        .await?
+        .click()
+        .await?;
+    wait_js(client, "the journal stopped", JOURNAL_JS, |v| {
+        v["state"] == "stopped" && v["stopDisabled"] == true && !ticks(v).is_empty()
+    })
+    .await?;
+    Ok(())
+}
+
+/// Uploads a payload from the Updates page: under a version the API
+/// already holds with other bytes, the server's reason shows and the fields
+/// stay; under a new version the progress bar reaches the file's size and
+/// the API lists the payload with the file's hash. (The server trusts no
+/// key here, so any well-formed signature passes.)
+async fn upload_payload(client: &Client, base: &str, dir: &Path) -> Result<()> {
+    let signature = format!("{}==", "A".repeat(86));
+    let taken = reqwest::Client::new()
+        .post(format!(
+            "{base}/api/v1/updates/payloads?version=9.0.0&signature={}",
+            signature.replace('=', "%3D")
+        ))
+        .body(b"other bytes".to_vec())
+        .send()
+        .await?;
+    ensure!(taken.status() == 201, "upload 9.0.0: {}", taken.status());
+    let data = seeded_bytes(256 * 1024 + 7, 11);
+    let file = dir.join("payload.img");
+    std::fs::write(&file, &data)?;
+    let sha256: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    client
+        .find(Locator::Css("details.submit summary"))
+        .await?
+        .click()
+        .await?;
+    client
+        .find(Locator::Css("#upload-payload input[type=file]"))
+        .await?
+        .send_keys(&file.display().to_string())
+        .await?;
+    type_into(client, "#upload-payload input[name=version]", "9.0.0").await?;
+    type_into(client, "#upload-payload input[name=signature]", &signature).await?;
+    let upload = || async {
+        client
+            .find(Locator::Css("#upload-payload button[type=submit]"))
+            .await?
+            .click()
+            .await
+    };
+    upload().await?;
+    let shown = wait_js(client, "the upload's error", UPLOAD_JS, |v| {
+        v["error"].as_str().is_some_and(|e| !e.is_empty())
+    })
+    .await?;
+    ensure!(
+        shown["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("already exists"))
+            && shown["version"] == "9.0.0"
+            && shown["signature"] == signature.as_str()
+            && shown["files"] == 1,
+        "the error should say why and keep the fields: {shown}"
+    );
+    let version = "9.1.0";
+    type_into(client, "#upload-payload input[name=version]", version).await?;
+    upload().await?;
+    let shown = wait_js(client, "the upload complete", UPLOAD_JS, |v| {
+        v["done"].as_str().is_some_and(|d| !d.is_empty())
+    })
+    .await?;
+    let size = data.len();
+    ensure!(
+        shown["max"].as_f64() == Some(size as f64)
+            && shown["value"] == shown["max"]
+            && shown["done"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&format!("uploaded {version}: {size} bytes"))),
+        "the progress bar should be full and the page say what was stored: {shown}"
+    );
+    let payloads = get(&format!("{base}/api/v1/updates/payloads")).await?;
+    ensure!(
+        payloads.as_array().into_iter().flatten().any(|p| {
+            p["version"] == version && p["size"] == size && p["sha256"] == sha256.as_str()
+        }),
+        "the API should list {version} with the file's size and hash: {payloads}"
+    );
+    Ok(())
+}
+
+/// Clicks the element at `css` in a view that re-renders on every event
+/// (the key tree follows a watch of `/`): found anew when the one found was
+/// replaced before the click, a bounded number of times.
+async fn click_live(client: &Client, css: &str) -> Result<()> {
+    for _ in 0..20 {
+        let found = client.find(Locator::Css(css)).await?;
+        match found.click().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_stale_element_reference() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("{css} was replaced before every click")
 }
 
 /// Replaces the text of the field at `css` by `text`, as typing would.
@@ -595,6 +756,23 @@ if (!r) return null;
 const t = (i) => r.cells[i].textContent.trim();
 return { policy: [t(2), t(3), t(4)], status: t(6), button: r.querySelector('button').textContent.trim(),
   halt: r.querySelector('button.halt') !== null };";
+
+/// The journal panel: its state, the instance, the lines, whether Stop is disabled.
+const JOURNAL_JS: &str = "
+const j = document.getElementById('journal');
+const q = (sel) => j && j.querySelector(sel);
+return j && { state: j.dataset.state, instance: q('code.instance')?.textContent,
+  text: q('pre')?.textContent ?? '', stopDisabled: q('button.stop')?.disabled ?? null };";
+
+/// The upload form's fields, progress bar and outcome.
+const UPLOAD_JS: &str = "
+const f = document.getElementById('upload-payload');
+const p = document.getElementById('upload-progress');
+const t = (sel) => f.querySelector(sel)?.textContent.trim() ?? null;
+return { version: f.querySelector('input[name=version]').value,
+  signature: f.querySelector('input[name=signature]').value,
+  files: f.querySelector('input[type=file]').files.length,
+  max: p.max, value: p.value, error: t('.error'), done: t('.done') };";
 
 /// The key form's key and value.
 const KEY_FORM_JS: &str = "

@@ -2,8 +2,9 @@
 //! registered the way an agent does (a TTL'd record under `/_shoal/machines`),
 //! units submitted through the API; the server-rendered pages must show what
 //! the API says (members and leader, an empty live chart, machines grouped by metadata with their
-//! instances, units with placements and the reason one cannot be placed; a
-//! channel's policy, a machine's update state and the reboot-lock holder; a
+//! instances, units with placements, the reason one cannot be placed and a
+//! Journal button on each placed instance; a channel's policy, a machine's
+//! update state, the reboot-lock holder and the payload upload form; a
 //! key-space directory with values and indexes; the cluster events the
 //! leader recorded), the dashboard's actions (its server functions under
 //! `/ui/fn`) must change what the API says or answer the API's error in
@@ -209,8 +210,16 @@ async fn pages_render_what_the_api_says() -> Result<()> {
             "<td class=\"instance\">web@1</td>",
             "<td>dash-m1</td>",
             &reason,
+            "data-journal=\"web@1\"",
+            "data-journal=\"web@2\"",
+            "<section id=\"journal\" data-state=\"idle\"",
+            "Choose Journal on a placed instance",
         ],
     )?;
+    ensure!(
+        !html.contains("data-journal=\"mars@1\""),
+        "an instance placed nowhere has no journal to follow"
+    );
 
     if std::env::var_os("SHOAL_REQUIRE_WASM").is_some() {
         eprintln!("--- the wasm package is served");
@@ -272,6 +281,12 @@ async fn views_and_actions_go_through_the_api() -> Result<()> {
             "<td>1.1.0</td>",
             "<td class=\"holder\">upd-m9</td>",
             "channel_changed",
+            "<form id=\"upload-payload\"",
+            "<input type=\"file\" name=\"payload\"",
+            "name=\"version\"",
+            "name=\"signature\"",
+            "name=\"channel\"",
+            "<progress id=\"upload-progress\"",
         ],
     )?;
 

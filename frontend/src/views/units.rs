@@ -1,16 +1,57 @@
 //! Units: each unit's desired state next to what runs, per instance, with
 //! the reason an instance is not placed; a form to submit a unit (TOML or
-//! JSON) and Start / Stop / Destroy buttons, each with its error in words.
+//! JSON) and Start / Stop / Destroy buttons, each with its error in words;
+//! a Journal button on each placed instance that follows its output live
+//! (`GET /api/v1/units/{name}/journal?follow=true`) below the table, until Stop.
 
 use leptos::prelude::*;
 
 use super::{failure, words};
 use crate::data::{load_units, submit_unit, unit_action};
 use crate::live::use_live;
-use crate::model::{UnitRow, UnitVerb};
+use crate::model::{journal_url, UnitRow, UnitVerb};
+use crate::rest::{self, Following, JournalState};
 
 /// A button click on a unit: the unit, and the error in words if it failed.
 type VerbAction = Action<(String, UnitVerb), (String, Option<String>)>;
+
+/// The journal panel: which instance it follows, its lines and state, the stream.
+#[derive(Clone, Copy)]
+struct Journal {
+    instance: RwSignal<Option<String>>,
+    lines: RwSignal<Vec<String>>,
+    state: RwSignal<JournalState>,
+    stream: StoredValue<Option<Following>>,
+}
+
+impl Journal {
+    fn new() -> Self {
+        let journal = Journal {
+            instance: RwSignal::new(None),
+            lines: RwSignal::new(Vec::new()),
+            state: RwSignal::new(JournalState::Idle),
+            stream: StoredValue::new(None),
+        };
+        on_cleanup(move || journal.stop());
+        journal
+    }
+
+    /// Follows the journal of `unit`'s `instance` instead of the one followed so far.
+    fn open(self, unit: &str, instance: String) {
+        self.stop();
+        let url = journal_url(unit, &instance);
+        self.instance.set(Some(instance));
+        let following = rest::follow(url, self.lines, self.state);
+        self.stream.set_value(Some(following));
+    }
+
+    /// Stops following (the lines stay).
+    fn stop(self) {
+        if let Some(old) = self.stream.try_update_value(Option::take).flatten() {
+            old.stop();
+        }
+    }
+}
 
 /// What the submit form starts with: an example of the TOML `shoalctl submit` reads.
 const EXAMPLE: &str = "name = \"hello\"\nimage = \"busybox\"\ncommand = [\"sleep\", \"3600\"]\ndesired = \"launched\"\n";
@@ -41,6 +82,7 @@ pub fn UnitsPage() -> impl IntoView {
         },
         |_| load_units(),
     );
+    let journal = Journal::new();
     view! {
         <h1>"Units"</h1>
         <details class="submit" open=move || submit.value().get().is_some_and(|r| r.is_err())>
@@ -64,20 +106,54 @@ pub fn UnitsPage() -> impl IntoView {
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match data.await {
-                    Ok(list) => table(list, verb),
+                    Ok(list) => table(list, verb, journal),
                     Err(e) => failure(e),
                 }
             })}
         </Transition>
+        {journal_panel(journal)}
     }
 }
 
-fn table(list: Vec<UnitRow>, verb: VerbAction) -> AnyView {
+/// The followed journal: whose, its state (or why it failed), Stop, the lines.
+fn journal_panel(journal: Journal) -> impl IntoView {
+    let state = move || journal.state.get();
+    view! {
+        <section id="journal" data-state=move || state().word()>
+            <h2>"Journal"</h2>
+            {move || match journal.instance.get() {
+                None => view! {
+                    <p class="empty">"Choose Journal on a placed instance to follow its output live."</p>
+                }
+                .into_any(),
+                Some(instance) => view! {
+                    <div class="act">
+                        <code class="instance">{instance}</code>
+                        <span class="status">{move || state().word()}</span>
+                        <button class="stop" disabled=move || !matches!(state(), JournalState::Opening | JournalState::Following)
+                            on:click=move |_| journal.stop()>"Stop"</button>
+                        <span class="error">{move || match state() {
+                            JournalState::Failed(e) => e,
+                            _ => String::new(),
+                        }}</span>
+                    </div>
+                    <div class="lines"><pre>{move || journal.lines.get().join("\n")}</pre></div>
+                }
+                .into_any(),
+            }}
+        </section>
+    }
+}
+
+fn table(list: Vec<UnitRow>, verb: VerbAction, journal: Journal) -> AnyView {
     if list.is_empty() {
         return view! { <p class="empty">"No units. Submit one above or with " <code>"shoalctl submit"</code> "."</p> }
             .into_any();
     }
-    let rows = list.into_iter().map(|u| unit(u, verb)).collect_view();
+    let rows = list
+        .into_iter()
+        .map(|u| unit(u, verb, journal))
+        .collect_view();
     view! {
         <table id="units">
             <thead>
@@ -88,6 +164,7 @@ fn table(list: Vec<UnitRow>, verb: VerbAction) -> AnyView {
                     <th>"Machine"</th>
                     <th>"Actual"</th>
                     <th>"Why not placed"</th>
+                    <th></th>
                 </tr>
             </thead>
             {rows}
@@ -128,14 +205,21 @@ fn buttons(name: String, launched: bool, verb: VerbAction) -> impl IntoView {
     }
 }
 
-fn unit(u: UnitRow, verb: VerbAction) -> impl IntoView {
-    let desired = u.desired.clone();
+fn unit(u: UnitRow, verb: VerbAction, journal: Journal) -> impl IntoView {
+    let (desired, unit) = (u.desired.clone(), u.name.clone());
     let instances = u
         .instances
         .into_iter()
         .map(|i| {
             let class = format!("instance {}", i.actual.as_deref().unwrap_or("none"));
             let actual = i.actual.unwrap_or_else(|| "—".into());
+            let open = i.machine_id.is_some().then(|| {
+                let (unit, name) = (unit.clone(), i.instance.clone());
+                view! {
+                    <button class="journal" data-journal=name.clone()
+                        on:click=move |_| journal.open(&unit, name.clone())>"Journal"</button>
+                }
+            });
             view! {
                 <tr class=class>
                     <td class="instance">{i.instance}</td>
@@ -144,6 +228,7 @@ fn unit(u: UnitRow, verb: VerbAction) -> impl IntoView {
                     <td>{i.machine_id.unwrap_or_else(|| "—".into())}</td>
                     <td class="state">{actual}</td>
                     <td class="reason">{i.unplaced_reason.unwrap_or_default()}</td>
+                    <td class="act">{open}</td>
                 </tr>
             }
         })
@@ -156,7 +241,7 @@ fn unit(u: UnitRow, verb: VerbAction) -> impl IntoView {
                 <th>{u.name.clone()} " " <small>{u.kind} " · revision " {format!("{:x}", u.revision)}</small></th>
                 <td><code>{u.image}</code></td>
                 <td>{u.desired}</td>
-                <td colspan="3" class="act">{buttons(u.name, launched, verb)}</td>
+                <td colspan="4" class="act">{buttons(u.name, launched, verb)}</td>
             </tr>
             {instances}
         </tbody>

@@ -1,13 +1,19 @@
-//! Updates: each channel's version and rollout policy with Pause / Resume and Halt,
-//! every machine's progress through the update states, who holds the reboot
-//! lock, and the newest update history.
+//! Updates: a form to upload a payload (straight to
+//! `POST /api/v1/updates/payloads`, with a progress bar), each channel's
+//! version and rollout policy with Pause / Resume and Halt, every machine's
+//! progress through the update states, who holds the reboot lock, and the
+//! newest update history.
 
+use leptos::html::Input;
 use leptos::prelude::*;
 
 use super::{failure, words};
 use crate::data::{halt_channel, load_updates, set_paused};
 use crate::live::use_live;
-use crate::model::{ChannelRow, HistoryRow, LockHolderRow, MachineProgress, UpdatesView};
+use crate::model::{
+    upload_url, ChannelRow, HistoryRow, LockHolderRow, MachineProgress, UpdatesView,
+};
+use crate::rest;
 
 /// What a channel's buttons do to its rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +59,21 @@ pub fn UpdatesPage() -> impl IntoView {
             (channel, failed.map(|e| words(&e)))
         }
     });
+    let uploaded = RwSignal::new(0_u64);
     let data = Resource::new(
-        move || (live.fleet.get(), live.locks.get(), pause.version().get()),
+        move || {
+            (
+                live.fleet.get(),
+                live.locks.get(),
+                pause.version().get(),
+                uploaded.get(),
+            )
+        },
         |_| load_updates(),
     );
     view! {
         <h1>"Updates"</h1>
+        {upload_form(uploaded)}
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match data.await {
@@ -67,6 +82,66 @@ pub fn UpdatesPage() -> impl IntoView {
                 }
             })}
         </Transition>
+    }
+}
+
+/// The upload form: the file, its version, its signature and an optional
+/// channel to point at it; a progress bar while the browser sends it, then
+/// what the server stored or why it refused, with every field kept.
+/// `uploaded` is bumped after each stored payload (the page refetches).
+fn upload_form(uploaded: RwSignal<u64>) -> impl IntoView {
+    let file: NodeRef<Input> = NodeRef::new();
+    let version = RwSignal::new(String::new());
+    let signature = RwSignal::new(String::new());
+    let channel = RwSignal::new(String::new());
+    let progress = RwSignal::new((0.0_f64, 0.0_f64));
+    let sending = RwSignal::new(false);
+    let outcome = RwSignal::new(None::<Result<String, String>>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let url = upload_url(
+            &version.get_untracked(),
+            &signature.get_untracked(),
+            &channel.get_untracked(),
+        );
+        sending.set(true);
+        outcome.set(None);
+        rest::upload(file, url, progress, move |result| {
+            if result.is_ok() {
+                uploaded.update(|n| *n += 1);
+            }
+            outcome.set(Some(result));
+            sending.set(false);
+        });
+    };
+    let text = |name: &'static str, value: RwSignal<String>, hint: &'static str| {
+        view! {
+            <label>
+                {hint}
+                <input type="text" name=name spellcheck="false" prop:value=move || value.get()
+                    on:input=move |ev| value.set(event_target_value(&ev)) />
+            </label>
+        }
+    };
+    view! {
+        <details class="submit" open=move || outcome.get().is_some() || sending.get()>
+            <summary>"Upload a payload"</summary>
+            <form id="upload-payload" class="stack" on:submit=submit>
+                <label>"Payload file" <input type="file" name="payload" node_ref=file /></label>
+                {text("version", version, "Version it installs")}
+                {text("signature", signature, "Signature (shoalctl update sign FILE --key signing.pem --version V)")}
+                {text("channel", channel, "Point this channel at it (optional)")}
+                <div class="act">
+                    <button type="submit" disabled=move || sending.get()>"Upload"</button>
+                    <progress id="upload-progress" max=move || progress.get().1.max(1.0)
+                        value=move || progress.get().0></progress>
+                    {move || outcome.get().map(|r| match r {
+                        Ok(done) => view! { <span class="done">{done}</span> }.into_any(),
+                        Err(e) => view! { <span class="error">{e}</span> }.into_any(),
+                    })}
+                </div>
+            </form>
+        </details>
     }
 }
 
