@@ -1,7 +1,8 @@
 //! TLS end to end, with certificates made here by rcgen: a member serving its
 //! client API and dashboard over `https`; `shoalctl --ca-file` writing and
 //! reading a key, refused with a clear message under a wrong CA or none;
-//! plain HTTP refused on the TLS ports; bad certificate and key files named
+//! plain HTTP refused on the TLS ports, a silent connection not holding up
+//! the others; bad certificate and key files named
 //! at startup; an agent registering its machine over TLS (and one with the
 //! wrong CA saying why it cannot); a 3-member cluster whose peers talk TLS
 //! electing a leader and replicating a write.
@@ -100,6 +101,9 @@ async fn client_api_and_shoalctl_over_tls() -> Result<()> {
         page.status()
     );
 
+    // A client that connects and never says a word holds only its own
+    // handshake: the requests below are accepted while it stays open.
+    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", member.client_port)).await?;
     // Plain HTTP gets no answer on either TLS port, and the failed handshakes
     // leave the member serving.
     ensure!(
