@@ -7,7 +7,7 @@
 //! says; its actions (submit, start, stop, destroy, pause, resume, halt, key
 //! writes) call those same handlers in-process: no private back door.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +37,7 @@ use serde_json::Value;
 use tower_http::services::ServeDir;
 
 use super::{fleet, keys, locks, members, stats, updates};
+use crate::engine::view::{instance_names, unit_of, FleetView, RawFleet};
 use crate::member::Member;
 use crate::raft::id_hex;
 use crate::updates::Updates;
@@ -170,6 +171,12 @@ impl Source {
         fleet::units(State(self.member.clone())).await.0
     }
 
+    /// The fleet as the engine reads it, parsed once, the key space locked only for the copy.
+    fn fleet(&self) -> FleetView {
+        let raw = RawFleet::read(&self.member.keys.read());
+        FleetView::from_raw(raw, crate::clock::now())
+    }
+
     async fn read_overview(&self) -> Result<Overview, String> {
         let list = members::list(State(self.member.clone())).await.0.members;
         let all_stats = join_all(list.iter().map(|m| self.self_stats(m))).await;
@@ -192,14 +199,8 @@ impl Source {
             .map(|(m, s)| member_row(m, s.as_ref(), replication.as_ref()))
             .collect();
         let commit = replication.as_ref().map(|_| quorum_index(&members));
-        let machines = fleet::machines(State(self.member.clone())).await.0.len();
-        let units = self.units_status().await;
-        let launched = units.iter().filter(|u| u.unit.desired == Desired::Launched);
-        let instances_desired = launched.clone().map(|u| u.instances.len()).sum();
-        let instances_running = launched
-            .flat_map(|u| &u.instances)
-            .filter(|i| i.actual.as_ref().is_some_and(|a| a.state == "running"))
-            .count();
+        let view = self.fleet();
+        let (instances_desired, instances_running) = launched_instances(&view);
         let held = locks::list(State(self.member.clone())).await.0.locks;
         Ok(Overview {
             leader: leader.map(|l| l.name.clone()),
@@ -207,8 +208,8 @@ impl Source {
             commit,
             etcd_index: self.member.keys.read().index(),
             members,
-            machines,
-            units: units.len(),
+            machines: view.machines.len(),
+            units: view.units.len(),
             instances_desired,
             instances_running,
             locks: held.len(),
@@ -217,20 +218,24 @@ impl Source {
     }
 
     async fn read_machines(&self) -> Result<Vec<MachineCard>, String> {
-        let machines = fleet::machines(State(self.member.clone())).await.0;
+        let view = self.fleet();
         let mut placed: BTreeMap<String, Vec<PlacedInstance>> = BTreeMap::new();
-        for unit in self.units_status().await {
-            for i in unit.instances {
-                if let Some(machine) = i.machine_id {
-                    placed.entry(machine).or_default().push(PlacedInstance {
-                        state: i.actual.map_or_else(|| "pending".into(), |a| a.state),
-                        instance: i.instance,
-                    });
-                }
+        for (instance, p) in &view.placements {
+            if !view.units.contains_key(unit_of(instance)) {
+                continue;
             }
+            let state = view.states.get(instance).map(|s| s.state.clone());
+            placed
+                .entry(p.assignment.machine_id.clone())
+                .or_default()
+                .push(PlacedInstance {
+                    state: state.unwrap_or_else(|| "pending".into()),
+                    instance: instance.clone(),
+                });
         }
-        Ok(machines
-            .into_iter()
+        Ok(view
+            .machines
+            .into_values()
             .map(|m| MachineCard {
                 instances: placed.remove(&m.id).unwrap_or_default(),
                 state: if m.draining { "draining" } else { "up" }.into(),
@@ -603,6 +608,36 @@ fn member_row(m: &WireMember, stats: Option<&Value>, replication: Option<&Value>
         applied,
         matched,
     }
+}
+
+/// How many instances the launched units have (wanted, or still placed or
+/// reported), and how many of them run: what `/api/v1/units` lists, counted
+/// without building each unit's status.
+fn launched_instances(view: &FleetView) -> (usize, usize) {
+    let launched = |unit: &str| {
+        view.units
+            .get(unit)
+            .is_some_and(|u| u.unit.desired == Desired::Launched)
+    };
+    let mut instances: HashSet<&str> = HashSet::new();
+    let wanted: Vec<String> = view
+        .units
+        .values()
+        .filter(|u| u.unit.desired == Desired::Launched)
+        .flat_map(|u| instance_names(&u.unit, &view.machines))
+        .collect();
+    instances.extend(wanted.iter().map(String::as_str));
+    let known = view
+        .placements
+        .keys()
+        .chain(view.states.keys())
+        .chain(view.unplaced.keys());
+    instances.extend(known.map(String::as_str).filter(|i| launched(unit_of(i))));
+    let running = instances
+        .iter()
+        .filter(|i| view.states.get(**i).is_some_and(|s| s.state == "running"))
+        .count();
+    (instances.len(), running)
 }
 
 /// The highest log index a majority of members holds, by the leader's view.
