@@ -34,8 +34,14 @@ fuzz_target!(|data: &[u8]| {
     for offer in &offers {
         let same = (&offer.version, offer.size, &offer.sha256)
             == (&first.version, first.size, &first.sha256);
-        let verified =
-            verify_with(public, &offer.version, offer.size, &offer.sha256, &signature).is_ok();
+        let verified = verify_with(
+            public,
+            &offer.version,
+            offer.size,
+            &offer.sha256,
+            &signature,
+        )
+        .is_ok();
         assert_eq!(
             verified, same,
             "{offer:?} verified under the signature of {first:?}"
