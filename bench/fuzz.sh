@@ -6,14 +6,15 @@
 #   FUZZ_DEV=1 bench/fuzz.sh 60  # unoptimized build
 #
 # Installs cargo-fuzz when missing (`cargo install cargo-fuzz --locked`),
-# builds the targets once with the nightly toolchain (address sanitizer,
-# target dir fuzz/target, outside the workspace's), then runs each with
+# builds each target with the nightly toolchain (address sanitizer, target
+# dir fuzz/target, outside the workspace's) and runs it right after with
 # libFuzzer's -max_total_time on its corpus in fuzz/corpus/TARGET (kept
 # between runs, gitignored) plus the committed seeds of fuzz/seeds/TARGET.
 # Prints target / seconds / executions / result and writes the table to
-# $RESULTS_DIR/fuzz-<date>.md (default bench/results). A crash leaves its input in fuzz/artifacts/TARGET/ (named in
-# the table; `cargo +nightly fuzz run TARGET FILE` replays it) and makes the
-# script exit 1 after the remaining targets ran.
+# $RESULTS_DIR/fuzz-<date>.md (default bench/results). A crash leaves its
+# input in fuzz/artifacts/TARGET/ (named in the table; `cargo +nightly fuzz
+# run TARGET FILE` replays it) and makes the script exit 1 after the remaining
+# targets ran. FUZZ_TARGETS="unit_spec gpt" runs only those.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,7 +26,10 @@ cd "$ROOT"
 
 # The GPT target XORs its input onto a 34-sector primary and 33-sector backup GPT.
 declare -A MAX_LEN=([keys]=4096 [unit_spec]=4096 [manifest]=4096 [gpt]=34304)
-TARGETS=(keys unit_spec manifest gpt)
+# The features a target needs (fuzz/Cargo.toml): the api-only ones build without
+# the agent's and the server's dependency trees.
+declare -A FEATURES=([gpt]=agent [keys]=server)
+read -ra TARGETS <<<"${FUZZ_TARGETS:-unit_spec manifest gpt keys}"
 FUZZ=(cargo +nightly fuzz)
 # 16 codegen units: a build of the server's dependency tree in minutes, not
 # tens of them. FUZZ_DEV=1 builds without optimizations (a cold build about
@@ -40,7 +44,6 @@ fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
-"${FUZZ[@]}" build "${BUILD_FLAGS[@]}"
 
 DATE=$(date -u +%Y-%m-%dT%H%M)
 OUT=$RESULTS_DIR/fuzz-$DATE.md
@@ -58,9 +61,12 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "fuzz/corpus/$t"
   CORPORA=("fuzz/corpus/$t")
   if [[ -d fuzz/seeds/$t ]]; then CORPORA+=("fuzz/seeds/$t"); fi
+  FLAGS=("${BUILD_FLAGS[@]}")
+  if [[ -n ${FEATURES[$t]:-} ]]; then FLAGS+=(--features "${FEATURES[$t]}"); fi
+  "${FUZZ[@]}" build "${FLAGS[@]}" "$t"
   START=$(date +%s.%N)
   STATUS=0
-  "${FUZZ[@]}" run "${BUILD_FLAGS[@]}" "$t" "${CORPORA[@]}" -- \
+  "${FUZZ[@]}" run "${FLAGS[@]}" "$t" "${CORPORA[@]}" -- \
     -max_total_time="$DURATION" -max_len="${MAX_LEN[$t]}" -timeout=10 \
     -print_final_stats=1 >"$LOG" 2>&1 || STATUS=$?
   SECS=$(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
