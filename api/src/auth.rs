@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including tokens and members.
@@ -59,6 +60,7 @@ impl std::str::FromStr for Role {
 
 /// A token as the API shows it: everything but the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     /// The first 16 hex digits of the token's SHA-256.
     pub id: String,
@@ -76,6 +78,7 @@ pub struct TokenInfo {
 
 /// `POST /api/v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateToken {
     /// What it may do.
     pub role: Role,
@@ -89,6 +92,7 @@ pub struct CreateToken {
 
 /// The answer to a create: the secret, shown this once, and its record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedToken {
     /// The bearer secret.
     pub token: String,
@@ -98,6 +102,7 @@ pub struct CreatedToken {
 
 /// `GET /api/v1/tokens`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenList {
     /// Every token, by id.
     pub tokens: Vec<TokenInfo>,
@@ -105,6 +110,7 @@ pub struct TokenList {
 
 /// `GET /api/v1/audit`: writes on the client port, newest first (admins only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditLog {
     /// Entries of kind `audit`: who, method, path and status in `detail`.
     pub entries: Vec<crate::fleet::ClusterEvent>,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// `POST /api/v1/elections/{name}/campaign` body. Campaigning again as the
 /// current leader renews the term.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CampaignRequest {
     /// The candidate's identity.
     pub candidate: String,
@@ -20,6 +21,7 @@ pub struct CampaignRequest {
 
 /// `POST /api/v1/elections/{name}/resign` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResignRequest {
     /// The candidate stepping down.
     pub candidate: String,
@@ -27,6 +29,7 @@ pub struct ResignRequest {
 
 /// Who leads an election.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Leader {
     /// Election name.
     pub name: String,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// etcd v2's error body, e.g. `{"errorCode":100,"message":"Key not found","cause":"/a","index":7}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdError {
     /// etcd's numeric error code (100 key not found, 101 compare failed, ...).
@@ -20,6 +21,7 @@ pub struct EtcdError {
 
 /// The error body of every `/api/v1` endpoint: `{"error":{"code":"...","message":"..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiErrorBody {
     /// The error itself.
     pub error: ApiError,
@@ -27,6 +29,7 @@ pub struct ApiErrorBody {
 
 /// A machine-readable code with a human-readable message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// Stable code a program can branch on, e.g. `lock_busy`, `bad_request`, `not_found`.
     pub code: String,

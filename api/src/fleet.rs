@@ -40,6 +40,7 @@ pub const MAX_EVENTS: usize = 1000;
 /// One cluster event: a machine joined or was lost, an instance placed or
 /// moved, a member became leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterEvent {
     /// When the leader saw it.
     pub at: DateTime<Utc>,
@@ -58,6 +59,7 @@ pub struct ClusterEvent {
 
 /// A host in the fleet, as its agent registers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Machine {
     /// Stable machine id (from `/etc/machine-id` unless overridden).
     pub id: String,
@@ -92,6 +94,7 @@ pub struct Machine {
 
 /// What the operator wants of a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Desired {
     /// Submitted, not placed.
@@ -103,6 +106,7 @@ pub enum Desired {
 
 /// How many copies of an instance may run during faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum UnitKind {
     /// At least once: moved as soon as its machine's lease lapses.
@@ -115,6 +119,7 @@ pub enum UnitKind {
 
 /// Docker restart policy of a unit's containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     /// Never restart.
@@ -128,6 +133,7 @@ pub enum RestartPolicy {
 
 /// A published port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Port {
     /// Port on the host (0: let Docker choose).
     #[serde(default)]
@@ -148,6 +154,7 @@ fn tcp() -> String {
 
 /// Where a unit may and may not run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub struct Placement {
     /// Number of instances (`name@1..N`); 0 or 1 means a single instance named `name`.
@@ -175,6 +182,7 @@ pub struct Placement {
 
 /// A unit: a container spec plus placement rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Unit {
     /// Unit name: `[A-Za-z0-9._-]`, no `@`.
     pub name: String,
@@ -270,6 +278,7 @@ impl Unit {
 
 /// The engine's decision for one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Assignment {
     /// Unit name.
     pub unit: String,
@@ -283,6 +292,7 @@ pub struct Assignment {
 
 /// What an agent reports about one instance it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceState {
     /// Instance name.
     pub instance: String,
@@ -315,6 +325,7 @@ pub struct InstanceState {
 
 /// One instance as `GET /api/v1/units` shows it: desired and actual side by side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceStatus {
     /// Instance name.
     pub instance: String,
@@ -328,6 +339,7 @@ pub struct InstanceStatus {
 
 /// A unit with its instances.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnitStatus {
     /// The unit spec.
     pub unit: Unit,

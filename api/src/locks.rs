@@ -20,6 +20,7 @@ use crate::updates::REBOOT_LOCK;
 /// `POST /api/v1/locks/{name}/acquire` body. Acquiring again as the same holder
 /// keeps the one slot and renews its TTL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquireRequest {
     /// Who takes the slot (a machine id, a process name...).
     pub holder: String,
@@ -42,6 +43,7 @@ fn one() -> u32 {
 
 /// `POST /api/v1/locks/{name}/release` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseRequest {
     /// The holder giving its slot back.
     pub holder: String,
@@ -49,6 +51,7 @@ pub struct ReleaseRequest {
 
 /// One slot of a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Holder {
     /// Who holds it.
     pub holder: String,
@@ -62,6 +65,7 @@ pub struct Holder {
 
 /// `PUT /api/v1/locks/{name}` body: the limit of clients that name none (FleetLock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockConfig {
     /// How many holders the lock admits; at least 1.
     pub limit: u32,
@@ -69,6 +73,7 @@ pub struct LockConfig {
 
 /// The state of one lock, returned by `GET` and by acquire/release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockState {
     /// Lock name.
     pub name: String,
@@ -83,6 +88,7 @@ pub struct LockState {
 
 /// `GET /api/v1/locks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockList {
     /// Every lock with at least one holder.
     pub locks: Vec<LockState>,
@@ -107,6 +113,7 @@ pub const FLEETLOCK_UNAVAILABLE: &str = "unavailable";
 
 /// `POST /v1/pre-reboot` and `/v1/steady-state` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FleetLockRequest {
     /// Who asks, and for which group.
     pub client_params: FleetLockClient,
@@ -114,6 +121,7 @@ pub struct FleetLockRequest {
 
 /// A FleetLock client's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FleetLockClient {
     /// The client's stable identifier (Zincati: an app-specific machine id); the holder.
     pub id: String,
@@ -123,6 +131,7 @@ pub struct FleetLockClient {
 
 /// A FleetLock error answer: a small set of `kind`s, and words in `value`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FleetLockError {
     /// Machine-readable error type, e.g. [`FLEETLOCK_SEMAPHORE_FULL`].
     pub kind: String,

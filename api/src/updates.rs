@@ -53,6 +53,7 @@ pub const MANIFEST_TAG: &str = "shoal-payload-v1";
 
 /// A stored payload: what the server announces to agents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PayloadMeta {
     /// OS version the payload installs.
     pub version: String,
@@ -70,6 +71,7 @@ pub struct PayloadMeta {
 
 /// The rollout rules of a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolloutPolicy {
     /// Most machines rebooting at once: the limit of the reboot semaphore.
     #[serde(default = "one")]
@@ -127,6 +129,7 @@ impl Default for RolloutPolicy {
 
 /// An update channel (e.g. `stable`): the version it points at and how it rolls out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Channel {
     /// Channel name.
     pub name: String,
@@ -140,6 +143,7 @@ pub struct Channel {
 
 /// `POST /api/v1/updates/channels/{name}/halt`: an operator's halt; the body is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HaltRequest {
     /// Why the rollout stops (default: "halted by an operator").
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +152,7 @@ pub struct HaltRequest {
 
 /// `PUT /api/v1/updates/channels/{name}`: only the fields given change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelUpdate {
     /// Point the channel at this (uploaded) version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +176,7 @@ pub struct ChannelUpdate {
 
 /// Where an agent is in the update state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateState {
     /// Nothing in progress.
@@ -230,6 +236,7 @@ impl fmt::Display for UpdateState {
 
 /// `POST /api/v1/updates/checkin`: an agent's periodic report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckIn {
     /// The machine's id (as in `/_shoal/machines`).
     pub machine_id: String,
@@ -250,6 +257,7 @@ pub struct CheckIn {
 
 /// What to install: the payload the channel points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Offer {
     /// Version to install.
     pub version: String,
@@ -267,6 +275,7 @@ pub struct Offer {
 
 /// The reboot semaphore an agent takes before it reboots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockSpec {
     /// Lock name under `/api/v1/locks`.
     pub name: String,
@@ -276,6 +285,7 @@ pub struct LockSpec {
 
 /// The answer to a [`CheckIn`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckInReply {
     /// The payload to install, when the machine does not run the channel's version.
     pub offer: Option<Offer>,
@@ -289,6 +299,7 @@ pub struct CheckInReply {
 
 /// What the server keeps about one machine's updates: its last check-in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineUpdate {
     /// Machine id.
     pub machine_id: String,
@@ -315,6 +326,7 @@ pub struct MachineUpdate {
 
 /// One entry of the update history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEvent {
     /// When it happened (the server's clock).
     pub at: DateTime<Utc>,
@@ -337,6 +349,8 @@ pub struct HistoryEvent {
 
 /// Query of `POST /api/v1/updates/payloads` (the body is the payload itself).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct UploadQuery {
     /// Version the payload installs.
     pub version: String,

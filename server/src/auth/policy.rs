@@ -150,6 +150,7 @@ fn need(method: &Method, path: &str) -> Need {
         ["api", "v1", "machines"]
         | ["api", "v1", "machines", _]
         | ["api", "v1", "events"]
+        | ["api", "v1", "openapi.json"]
         | ["api", "v1", "units", _, "journal"]
         | ["api", "v1", "locks"]
         | ["api", "v1", "updates", "payloads", _]

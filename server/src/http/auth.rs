@@ -57,6 +57,14 @@ pub fn router(auth: Arc<Auth>) -> Router {
         .with_state(auth)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "auth",
+    responses(
+        (status = 200, description = "Every token (without secrets); admins only", body = api::auth::TokenList),
+    )
+)]
 async fn list(State(auth): State<Arc<Auth>>) -> Json<api::auth::TokenList> {
     Json(api::auth::TokenList {
         tokens: auth.list(),
@@ -64,11 +72,21 @@ async fn list(State(auth): State<Arc<Auth>>) -> Json<api::auth::TokenList> {
 }
 
 /// `limit` of `GET /api/v1/audit` (default 100, at most the log's bound).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "auth",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The newest audit entries, newest first; admins only", body = api::auth::AuditLog),
+    )
+)]
 async fn audit_log(
     State(auth): State<Arc<Auth>>,
     Query(q): Query<AuditQuery>,
@@ -79,6 +97,17 @@ async fn audit_log(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "auth",
+    request_body = api::auth::CreateToken,
+    responses(
+        (status = 201, description = "The new token, its secret shown once; admins only", body = api::auth::CreatedToken),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 async fn create(
     State(auth): State<Arc<Auth>>,
     body: Result<Json<api::auth::CreateToken>, axum::extract::rejection::JsonRejection>,
@@ -93,6 +122,17 @@ async fn create(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "auth",
+    params(("id" = String, Path, description = "The token id")),
+    responses(
+        (status = 200, description = "The revoked token; admins only", body = api::auth::TokenInfo),
+        (status = 404, description = "No such token; code `not_found`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 async fn revoke(State(auth): State<Arc<Auth>>, Path(id): Path<String>) -> Response {
     match auth.revoke(&id).await {
         Ok(info) => Json(info).into_response(),

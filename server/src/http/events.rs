@@ -33,7 +33,8 @@ const MAX_PREFIX: usize = 1024;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Query of `GET /api/v1/events`.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// The directory (or key) whose changes to stream.
     pub prefix: Option<String>,
@@ -46,6 +47,16 @@ pub fn valid_prefix(p: &str) -> bool {
 }
 
 /// `GET /api/v1/events`; 400 `bad_request` for a prefix that is not a clean key path.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "Server-sent events `{key, action, index}`, the etcd index as the id", content_type = "text/event-stream", body = String),
+        (status = 400, description = "The prefix is not a clean key path; code `bad_request`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn stream(
     State(member): State<Arc<Member>>,
     query: Result<Query<EventsQuery>, QueryRejection>,

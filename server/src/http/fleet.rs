@@ -181,11 +181,29 @@ fn unit_key(name: &str) -> String {
 }
 
 /// `GET /api/v1/machines`: every machine with a live lease.
+#[utoipa::path(
+    get,
+    path = "/api/v1/machines",
+    tag = "fleet",
+    responses(
+        (status = 200, description = "Every machine with a live lease", body = [api::fleet::Machine]),
+    )
+)]
 pub async fn machines(State(member): State<Arc<Member>>) -> Json<Vec<Machine>> {
     Json(view(&member).machines.into_values().collect())
 }
 
 /// `GET /api/v1/machines/{id}`, or 404 `not_found`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/machines/{id}",
+    tag = "fleet",
+    params(("id" = String, Path, description = "The machine id")),
+    responses(
+        (status = 200, description = "The machine", body = api::fleet::Machine),
+        (status = 404, description = "No such machine; code `not_found`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn machine(State(member): State<Arc<Member>>, Path(id): Path<String>) -> Response {
     match view(&member).machines.remove(&id) {
         Some(m) => Json(m).into_response(),
@@ -194,6 +212,14 @@ pub async fn machine(State(member): State<Arc<Member>>, Path(id): Path<String>) 
 }
 
 /// `GET /api/v1/units`: every unit with its instances, desired and actual side by side.
+#[utoipa::path(
+    get,
+    path = "/api/v1/units",
+    tag = "fleet",
+    responses(
+        (status = 200, description = "Every unit with its instances", body = [api::fleet::UnitStatus]),
+    )
+)]
 pub async fn units(State(member): State<Arc<Member>>) -> Json<Vec<UnitStatus>> {
     let view = view(&member);
     let by_unit = instances_by_unit(&view);
@@ -209,6 +235,16 @@ pub async fn units(State(member): State<Arc<Member>>) -> Json<Vec<UnitStatus>> {
 }
 
 /// `GET /api/v1/units/{name}`, or 404 `not_found`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/units/{name}",
+    tag = "fleet",
+    params(("name" = String, Path, description = "The unit's name")),
+    responses(
+        (status = 200, description = "The unit's status", body = api::fleet::UnitStatus),
+        (status = 404, description = "No such unit; code `not_found`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn unit(State(member): State<Arc<Member>>, Path(name): Path<String>) -> Response {
     match unit_status(&member, &name) {
         Some(s) => Json(s).into_response(),
@@ -217,7 +253,8 @@ pub async fn unit(State(member): State<Arc<Member>>, Path(name): Path<String>) -
 }
 
 /// Query of `GET /api/v1/units/{name}/journal`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JournalQuery {
     /// The instance (default: the unit's first placed instance).
     pub instance: Option<String>,
@@ -230,6 +267,17 @@ pub struct JournalQuery {
 
 /// `GET /api/v1/units/{name}/journal`: the instance's container logs, streamed
 /// through from the agent of the machine it is placed on.
+#[utoipa::path(
+    get,
+    path = "/api/v1/units/{name}/journal",
+    tag = "fleet",
+    params(("name" = String, Path, description = "The unit's name"), JournalQuery),
+    responses(
+        (status = 200, description = "The container log, streamed", content_type = "text/plain", body = String),
+        (status = 404, description = "No placed instance; code `not_found`", body = api::error::ApiErrorBody),
+        (status = 502, description = "The agent is unreachable; code `agent_unreachable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn journal(
     State(member): State<Arc<Member>>,
     Path(name): Path<String>,
@@ -288,6 +336,18 @@ pub async fn journal(
 
 /// `POST /api/v1/units`: 201 with the status of a new unit, 200 for a new
 /// revision, 200 without a new revision when the spec is unchanged.
+#[utoipa::path(
+    post,
+    path = "/api/v1/units",
+    tag = "fleet",
+    request_body = api::fleet::Unit,
+    responses(
+        (status = 200, description = "A new revision, or the same spec again", body = api::fleet::UnitStatus),
+        (status = 201, description = "A new unit", body = api::fleet::UnitStatus),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn submit(
     State(member): State<Arc<Member>>,
     body: Result<Json<Unit>, JsonRejection>,
@@ -396,16 +456,51 @@ async fn set_desired(member: &Member, name: &str, desired: Desired) -> Response 
 }
 
 /// `POST /api/v1/units/{name}/start`: desired `launched`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/units/{name}/start",
+    tag = "fleet",
+    params(("name" = String, Path, description = "The unit's name")),
+    responses(
+        (status = 200, description = "Desired `launched`", body = api::fleet::UnitStatus),
+        (status = 404, description = "No such unit; code `not_found`", body = api::error::ApiErrorBody),
+        (status = 409, description = "The unit kept changing; code `conflict`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn start(State(member): State<Arc<Member>>, Path(name): Path<String>) -> Response {
     set_desired(&member, &name, Desired::Launched).await
 }
 
 /// `POST /api/v1/units/{name}/stop`: desired `inactive`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/units/{name}/stop",
+    tag = "fleet",
+    params(("name" = String, Path, description = "The unit's name")),
+    responses(
+        (status = 200, description = "Desired `inactive`", body = api::fleet::UnitStatus),
+        (status = 404, description = "No such unit; code `not_found`", body = api::error::ApiErrorBody),
+        (status = 409, description = "The unit kept changing; code `conflict`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn stop(State(member): State<Arc<Member>>, Path(name): Path<String>) -> Response {
     set_desired(&member, &name, Desired::Inactive).await
 }
 
 /// `DELETE /api/v1/units/{name}`: 204; the engine then removes its placements.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/units/{name}",
+    tag = "fleet",
+    params(("name" = String, Path, description = "The unit's name")),
+    responses(
+        (status = 204, description = "Destroyed"),
+        (status = 404, description = "No such unit; code `not_found`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn destroy(State(member): State<Arc<Member>>, Path(name): Path<String>) -> Response {
     if !valid_unit_name(&name) {
         return not_found("unit", &name);

@@ -199,6 +199,14 @@ fn unavailable(e: &ServeError) -> Response {
 }
 
 /// `GET /api/v1/locks`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/locks",
+    tag = "locks",
+    responses(
+        (status = 200, description = "Every lock with holders", body = api::locks::LockList),
+    )
+)]
 pub async fn list(State(member): State<Arc<Member>>) -> Json<LockList> {
     let names: Vec<String> = member
         .keys
@@ -216,6 +224,16 @@ pub async fn list(State(member): State<Arc<Member>>) -> Json<LockList> {
 }
 
 /// `GET /api/v1/locks/{name}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/locks/{name}",
+    tag = "locks",
+    params(("name" = String, Path, description = "The lock's name")),
+    responses(
+        (status = 200, description = "The lock's state", body = api::locks::LockState),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn show(State(member): State<Arc<Member>>, Path(name): Path<String>) -> Response {
     if let Err(r) = check(&[("lock", &name)]) {
         return *r;
@@ -224,6 +242,18 @@ pub async fn show(State(member): State<Arc<Member>>, Path(name): Path<String>) -
 }
 
 /// `PUT /api/v1/locks/{name}`: sets the limit of clients that name none (FleetLock).
+#[utoipa::path(
+    put,
+    path = "/api/v1/locks/{name}",
+    tag = "locks",
+    params(("name" = String, Path, description = "The lock's name")),
+    request_body = api::locks::LockConfig,
+    responses(
+        (status = 200, description = "The lock's state", body = api::locks::LockState),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn configure(
     State(member): State<Arc<Member>>,
     Path(name): Path<String>,
@@ -257,6 +287,19 @@ pub async fn configure(
 }
 
 /// `POST /api/v1/locks/{name}/acquire`: 200 with the lock's state, or 409 `lock_busy`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/locks/{name}/acquire",
+    tag = "locks",
+    params(("name" = String, Path, description = "The lock's name")),
+    request_body = api::locks::AcquireRequest,
+    responses(
+        (status = 200, description = "Held; the lock's state", body = api::locks::LockState),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 409, description = "All slots are held; code `lock_busy`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn acquire(
     State(member): State<Arc<Member>>,
     Path(name): Path<String>,
@@ -300,6 +343,19 @@ pub(super) fn busy_message(s: &LockState, limit: u32) -> String {
 
 /// `POST /api/v1/locks/{name}/release`: 200, or 404 `not_held`. Any client may
 /// free any holder's slot: this is also the administrator's force-release.
+#[utoipa::path(
+    post,
+    path = "/api/v1/locks/{name}/release",
+    tag = "locks",
+    params(("name" = String, Path, description = "The lock's name")),
+    request_body = api::locks::ReleaseRequest,
+    responses(
+        (status = 200, description = "Released; the lock's state", body = api::locks::LockState),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 404, description = "The holder does not hold it; code `not_held`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn release(
     State(member): State<Arc<Member>>,
     Path(name): Path<String>,
@@ -333,6 +389,17 @@ fn leader_of(member: &Member, name: &str) -> Option<Leader> {
 }
 
 /// `GET /api/v1/elections/{name}`: the leader, or 404 `no_leader`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/elections/{name}",
+    tag = "elections",
+    params(("name" = String, Path, description = "The election's name")),
+    responses(
+        (status = 200, description = "The leader", body = api::elections::Leader),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 404, description = "Nobody leads; code `no_leader`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn leader(State(member): State<Arc<Member>>, Path(name): Path<String>) -> Response {
     if let Err(r) = check(&[("election", &name)]) {
         return *r;
@@ -348,6 +415,19 @@ pub async fn leader(State(member): State<Arc<Member>>, Path(name): Path<String>)
 }
 
 /// `POST /api/v1/elections/{name}/campaign`: 200 when the candidate leads, 409 `election_lost`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/elections/{name}/campaign",
+    tag = "elections",
+    params(("name" = String, Path, description = "The election's name")),
+    request_body = api::elections::CampaignRequest,
+    responses(
+        (status = 200, description = "The candidate leads", body = api::elections::Leader),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 409, description = "Another candidate leads; code `election_lost`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn campaign(
     State(member): State<Arc<Member>>,
     Path(name): Path<String>,
@@ -400,6 +480,19 @@ pub async fn campaign(
 }
 
 /// `POST /api/v1/elections/{name}/resign`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/elections/{name}/resign",
+    tag = "elections",
+    params(("name" = String, Path, description = "The election's name")),
+    request_body = api::elections::ResignRequest,
+    responses(
+        (status = 200, description = "Resigned"),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 404, description = "The candidate does not lead; code `not_leader`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn resign(
     State(member): State<Arc<Member>>,
     Path(name): Path<String>,

@@ -12,6 +12,7 @@ pub mod form;
 pub mod keys;
 pub mod locks;
 pub mod members;
+pub mod openapi;
 pub mod peer;
 pub mod stats;
 pub mod updates;
@@ -77,6 +78,7 @@ pub fn client_router(
         .route("/api/v1/elections/{name}", get(locks::leader))
         .route("/api/v1/elections/{name}/campaign", post(locks::campaign))
         .route("/api/v1/elections/{name}/resign", post(locks::resign))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .with_state(member)
         .merge(updates::router(updates.clone()))
         .merge(auth::router(auth.clone()))

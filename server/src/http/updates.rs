@@ -82,6 +82,20 @@ fn bad_request(message: impl Into<String>) -> Response {
 /// `POST /api/v1/updates/payloads?version=V&signature=S[&channel=C]` with the
 /// payload as the body: 201 with its metadata, 200 when the version already
 /// holds these bytes, 400 `bad_signature`, 409 `conflict` for other bytes.
+#[utoipa::path(
+    post,
+    path = "/api/v1/updates/payloads",
+    tag = "updates",
+    params(api::updates::UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The payload"),
+    responses(
+        (status = 200, description = "The version already holds these bytes", body = api::updates::PayloadMeta),
+        (status = 201, description = "Stored", body = api::updates::PayloadMeta),
+        (status = 400, description = "Bad query or signature; code `bad_request` or `bad_signature`", body = api::error::ApiErrorBody),
+        (status = 409, description = "The version holds other bytes; code `conflict`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn upload(
     State(updates): State<Arc<Updates>>,
     query: Result<Query<UploadQuery>, QueryRejection>,
@@ -99,6 +113,14 @@ pub async fn upload(
 }
 
 /// `GET /api/v1/updates/payloads`: every payload's metadata.
+#[utoipa::path(
+    get,
+    path = "/api/v1/updates/payloads",
+    tag = "updates",
+    responses(
+        (status = 200, description = "Every payload's metadata", body = [api::updates::PayloadMeta]),
+    )
+)]
 pub async fn payloads(State(updates): State<Arc<Updates>>) -> Response {
     Json(updates.payloads()).into_response()
 }
@@ -106,6 +128,17 @@ pub async fn payloads(State(updates): State<Arc<Updates>>) -> Response {
 /// `GET /api/v1/updates/payloads/{sha256}`: the bytes, with Range support;
 /// a 307 to a member holding them while this one does not (yet). With the
 /// `x-shoal-local-only` header (members asking each other): 404 instead.
+#[utoipa::path(
+    get,
+    path = "/api/v1/updates/payloads/{sha256}",
+    tag = "updates",
+    params(("sha256" = String, Path, description = "The payload's SHA-256, hex")),
+    responses(
+        (status = 200, description = "The payload bytes (Range supported)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 307, description = "Another member holds the bytes"),
+        (status = 404, description = "No such payload; code `not_found`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn download(
     State(updates): State<Arc<Updates>>,
     Path(sha256): Path<String>,
@@ -127,16 +160,46 @@ pub async fn download(
 }
 
 /// `GET /api/v1/updates/channels`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/updates/channels",
+    tag = "updates",
+    responses(
+        (status = 200, description = "Every channel", body = [api::updates::Channel]),
+    )
+)]
 pub async fn channels(State(updates): State<Arc<Updates>>) -> Response {
     Json(updates.channels()).into_response()
 }
 
 /// `GET /api/v1/updates/channels/{name}`, or 404 `not_found`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/updates/channels/{name}",
+    tag = "updates",
+    params(("name" = String, Path, description = "The channel's name")),
+    responses(
+        (status = 200, description = "The channel", body = api::updates::Channel),
+        (status = 404, description = "No such channel; code `not_found`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn channel(State(updates): State<Arc<Updates>>, Path(name): Path<String>) -> Response {
     answer(updates.channel(&name))
 }
 
 /// `PUT /api/v1/updates/channels/{name}` with a [`ChannelUpdate`]: creates or changes it.
+#[utoipa::path(
+    put,
+    path = "/api/v1/updates/channels/{name}",
+    tag = "updates",
+    params(("name" = String, Path, description = "The channel's name")),
+    request_body = api::updates::ChannelUpdate,
+    responses(
+        (status = 200, description = "The channel as changed", body = api::updates::Channel),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn update_channel(
     State(updates): State<Arc<Updates>>,
     Path(name): Path<String>,
@@ -149,17 +212,52 @@ pub async fn update_channel(
 }
 
 /// `POST /api/v1/updates/channels/{name}/pause`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/updates/channels/{name}/pause",
+    tag = "updates",
+    params(("name" = String, Path, description = "The channel's name")),
+    responses(
+        (status = 200, description = "Paused", body = api::updates::Channel),
+        (status = 404, description = "No such channel; code `not_found`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn pause(State(updates): State<Arc<Updates>>, Path(name): Path<String>) -> Response {
     answer(updates.set_paused(&name, true).await)
 }
 
 /// `POST /api/v1/updates/channels/{name}/resume`: also clears a halt.
+#[utoipa::path(
+    post,
+    path = "/api/v1/updates/channels/{name}/resume",
+    tag = "updates",
+    params(("name" = String, Path, description = "The channel's name")),
+    responses(
+        (status = 200, description = "Resumed", body = api::updates::Channel),
+        (status = 404, description = "No such channel; code `not_found`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn resume(State(updates): State<Arc<Updates>>, Path(name): Path<String>) -> Response {
     answer(updates.set_paused(&name, false).await)
 }
 
 /// `POST /api/v1/updates/channels/{name}/halt` with an optional [`HaltRequest`]:
 /// halts the rollout (until a resume); a channel already halted keeps its reason.
+#[utoipa::path(
+    post,
+    path = "/api/v1/updates/channels/{name}/halt",
+    tag = "updates",
+    params(("name" = String, Path, description = "The channel's name")),
+    request_body(content = Option<api::updates::HaltRequest>, description = "Optional; an empty body halts with a default reason"),
+    responses(
+        (status = 200, description = "Halted", body = api::updates::Channel),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 404, description = "No such channel; code `not_found`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn halt(
     State(updates): State<Arc<Updates>>,
     Path(name): Path<String>,
@@ -187,6 +285,17 @@ pub async fn halt(
 }
 
 /// `POST /api/v1/updates/checkin` with a [`CheckIn`]: a `CheckInReply`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/updates/checkin",
+    tag = "updates",
+    request_body = api::updates::CheckIn,
+    responses(
+        (status = 200, description = "What the machine should do", body = api::updates::CheckInReply),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+        (status = 503, description = "No leader or the write failed; code `unavailable`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn checkin(
     State(updates): State<Arc<Updates>>,
     body: Result<Json<CheckIn>, JsonRejection>,
@@ -198,13 +307,24 @@ pub async fn checkin(
 }
 
 /// Query of `GET /api/v1/updates/machines`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MachinesQuery {
     /// Only machines on this channel.
     pub channel: Option<String>,
 }
 
 /// `GET /api/v1/updates/machines[?channel=C]`: every machine's last check-in.
+#[utoipa::path(
+    get,
+    path = "/api/v1/updates/machines",
+    tag = "updates",
+    params(MachinesQuery),
+    responses(
+        (status = 200, description = "Every machine's last check-in", body = [api::updates::MachineUpdate]),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn machines(
     State(updates): State<Arc<Updates>>,
     query: Result<Query<MachinesQuery>, QueryRejection>,
@@ -216,13 +336,24 @@ pub async fn machines(
 }
 
 /// Query of `GET /api/v1/updates/history`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// How many of the newest events (default 100).
     pub limit: Option<usize>,
 }
 
 /// `GET /api/v1/updates/history[?limit=N]`: the newest N events, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/updates/history",
+    tag = "updates",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "The newest events, oldest first", body = [api::updates::HistoryEvent]),
+        (status = 400, description = "Malformed body or invalid name; code `bad_request`", body = api::error::ApiErrorBody),
+    )
+)]
 pub async fn history(
     State(updates): State<Arc<Updates>>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
