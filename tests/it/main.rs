@@ -21,6 +21,7 @@ mod hostile;
 mod linearizability;
 mod membership;
 mod nemesis;
+mod openapi;
 mod os_update;
 mod peer_auth;
 mod primitives;

@@ -328,6 +328,7 @@ mod tests {
             "/api/v1/locks",
             "/api/v1/updates/channels/stable",
             "/api/v1/events",
+            "/api/v1/openapi.json",
             "/",
             "/topology",
         ] {
