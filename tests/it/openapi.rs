@@ -24,9 +24,15 @@ async fn the_server_serves_its_openapi_document() -> Result<()> {
     ensure!(version.starts_with("3."), "openapi version {version:?}");
 
     let units = &doc["paths"]["/api/v1/units"];
-    ensure!(units["get"].is_object() && units["post"].is_object(), "{units}");
+    ensure!(
+        units["get"].is_object() && units["post"].is_object(),
+        "{units}"
+    );
     let unit = &doc["paths"]["/api/v1/units/{name}"];
-    ensure!(unit["get"].is_object() && unit["delete"].is_object(), "{unit}");
+    ensure!(
+        unit["get"].is_object() && unit["delete"].is_object(),
+        "{unit}"
+    );
     ensure!(
         doc["paths"]["/api/v1/locks/{name}"]["put"].is_object(),
         "PUT /api/v1/locks/{{name}} is missing"
@@ -50,7 +56,11 @@ async fn the_server_serves_its_openapi_document() -> Result<()> {
             continue;
         }
         let got = client.request("GET", path, &[]).await?;
-        ensure!(got.status != 404, "documented {path} is not routed: {}", got.text);
+        ensure!(
+            got.status != 404,
+            "documented {path} is not routed: {}",
+            got.text
+        );
     }
     Ok(())
 }
