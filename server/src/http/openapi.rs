@@ -91,7 +91,7 @@ impl Modify for AuthResponses {
             for op in operations(item) {
                 let responses = &mut op.responses.responses;
                 responses.entry("401".to_owned()).or_insert_with(|| {
-                    refused("No or an unknown token; code `unauthorized`").into()
+                    refused("No or an unknown token; code `unauthenticated`").into()
                 });
                 responses.entry("403".to_owned()).or_insert_with(|| {
                     refused("The token's role may not do this; code `forbidden`").into()
