@@ -400,11 +400,26 @@ pub enum SignError {
     /// The signature does not match the manifest under this key.
     #[error("signature does not match version, size and hash under the trusted key")]
     Mismatch,
+    /// The version or hash is not valid, so no manifest is made of it.
+    #[error("invalid {0}: nothing is signed or verified over it")]
+    Field(&'static str),
 }
 
 /// The exact bytes a payload signature covers.
 pub fn manifest(version: &str, size: u64, sha256: &str) -> Vec<u8> {
     format!("{MANIFEST_TAG}\n{version}\n{size}\n{sha256}\n").into_bytes()
+}
+
+/// The manifest of valid fields only: a version or hash with a newline in it
+/// could make two different offers sign the same bytes.
+fn checked_manifest(version: &str, size: u64, sha256: &str) -> Result<Vec<u8>, SignError> {
+    if !valid_version(version) {
+        return Err(SignError::Field("version"));
+    }
+    if !valid_sha256(sha256) {
+        return Err(SignError::Field("sha256"));
+    }
+    Ok(manifest(version, size, sha256))
 }
 
 /// A new ed25519 key pair as `(secret PKCS#8 PEM, public SPKI PEM)`.
@@ -433,7 +448,7 @@ pub fn public_of(secret_pem: &str) -> Result<String, SignError> {
 pub fn sign(secret_pem: &str, version: &str, size: u64, sha256: &str) -> Result<String, SignError> {
     let key = SigningKey::from_pkcs8_pem(secret_pem.trim())
         .map_err(|e| SignError::SecretKey(e.to_string()))?;
-    let sig = key.sign(&manifest(version, size, sha256));
+    let sig = key.sign(&checked_manifest(version, size, sha256)?);
     Ok(base64::engine::general_purpose::STANDARD.encode(sig.to_bytes()))
 }
 
@@ -464,7 +479,7 @@ pub fn verify_with(
     signature: &str,
 ) -> Result<(), SignError> {
     let sig = decode_signature(signature)?;
-    key.verify(&manifest(version, size, sha256), &sig)
+    key.verify(&checked_manifest(version, size, sha256)?, &sig)
         .map_err(|_| SignError::Mismatch)
 }
 
@@ -535,6 +550,23 @@ mod tests {
         assert!(matches!(
             sign("nonsense", "1", 1, SHA),
             Err(SignError::SecretKey(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn fields_that_could_shift_the_manifest_are_refused() -> Result<(), SignError> {
+        let (secret, public) = keys();
+        // "1\n2" / 3 / x would sign the same bytes as "1" / 2 / "3\nx".
+        assert!(matches!(
+            sign(&secret, "1\n2", 3, SHA),
+            Err(SignError::Field("version"))
+        ));
+        let sig = sign(&secret, "1", 2, SHA)?;
+        let shifted = format!("{SHA}\n");
+        assert!(matches!(
+            verify(&public, "1", 2, &shifted, &sig),
+            Err(SignError::Field("sha256"))
         ));
         Ok(())
     }
