@@ -35,7 +35,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use api::fleet::Machine;
 use api::Client;
 use fantoccini::wd::WebDriverCompatibleCommand;
@@ -213,21 +213,9 @@ async fn main() -> Result<()> {
     )?;
     eprintln!("bench: shoal-server pid {} on {}", server.pid(), server.url);
     let hard_stop = opts.timeout + Duration::from_secs(30);
-    let outcome = tokio::select! {
-        r = tokio::time::timeout(hard_stop, bench(&opts, &mut server, &run_dir)) => {
-            r.unwrap_or_else(|_| Err(anyhow!("the run passed its hard deadline ({hard_stop:?})")))
-        }
-        r = tokio::signal::ctrl_c() => match r {
-            Ok(()) => Err(anyhow!("interrupted")),
-            Err(e) => Err(anyhow!("cannot wait for Ctrl-C: {e}")),
-        },
-    };
-    let log = server.log.clone();
-    drop(server);
-    if !opts.keep {
-        let _ = std::fs::remove_dir_all(run_dir.join("data"));
-    }
-    eprintln!("bench: server log kept at {}", log.display());
+    let outcome = server::bounded(hard_stop, bench(&opts, &mut server, &run_dir)).await;
+    let data: &[&str] = if opts.keep { &[] } else { &["data"] };
+    server::finish(server, &run_dir, data);
     let report = outcome?;
     println!("{report}");
     Ok(())

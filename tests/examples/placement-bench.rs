@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use api::client::{DeleteOptions, GetOptions};
 use api::fleet::{Machine, Unit, MACHINES_DIR, PLACEMENTS_DIR, UNPLACED_DIR};
 use api::Client;
@@ -348,21 +348,9 @@ async fn main() -> Result<()> {
     let mut server = Server::start(&opts.server, &run_dir, "placement-bench", &[] as &[&str])?;
     eprintln!("bench: shoal-server pid {} on {}", server.pid(), server.url);
     let hard_stop = opts.timeout + Duration::from_secs(30);
-    let outcome = tokio::select! {
-        r = tokio::time::timeout(hard_stop, bench(&opts, &mut server)) => {
-            r.unwrap_or_else(|_| Err(anyhow!("the run passed its hard deadline ({hard_stop:?})")))
-        }
-        r = tokio::signal::ctrl_c() => match r {
-            Ok(()) => Err(anyhow!("interrupted")),
-            Err(e) => Err(anyhow!("cannot wait for Ctrl-C: {e}")),
-        },
-    };
-    let log = server.log.clone();
-    drop(server);
-    if !opts.keep {
-        let _ = std::fs::remove_dir_all(run_dir.join("data"));
-    }
-    eprintln!("bench: server log kept at {}", log.display());
+    let outcome = server::bounded(hard_stop, bench(&opts, &mut server)).await;
+    let data: &[&str] = if opts.keep { &[] } else { &["data"] };
+    server::finish(server, &run_dir, data);
     let report = outcome?;
     println!("{report}");
     Ok(())

@@ -1757,22 +1757,13 @@ async fn main() -> Result<()> {
             Mode::Download => download_bench(&opts, &mut server, &signer, &run_dir).await,
         }
     };
-    let outcome = tokio::select! {
-        r = tokio::time::timeout(hard_stop, run) => {
-            r.unwrap_or_else(|_| Err(anyhow!("the run passed its hard deadline ({hard_stop:?})")))
-        }
-        r = tokio::signal::ctrl_c() => match r {
-            Ok(()) => Err(anyhow!("interrupted")),
-            Err(e) => Err(anyhow!("cannot wait for Ctrl-C: {e}")),
-        },
+    let outcome = server::bounded(hard_stop, run).await;
+    let dirs: &[&str] = if opts.keep {
+        &["work"]
+    } else {
+        &["data", "work"]
     };
-    let log = server.log.clone();
-    drop(server);
-    if !opts.keep {
-        let _ = std::fs::remove_dir_all(run_dir.join("data"));
-    }
-    let _ = std::fs::remove_dir_all(run_dir.join("work"));
-    eprintln!("bench: server log kept at {}", log.display());
+    server::finish(server, &run_dir, dirs);
     let report = outcome?;
     println!("{report}");
     Ok(())

@@ -126,6 +126,32 @@ impl Server {
     }
 }
 
+/// `work`, bounded by `hard_stop` and by Ctrl-C.
+pub async fn bounded<T>(
+    hard_stop: Duration,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        r = tokio::time::timeout(hard_stop, work) => {
+            r.unwrap_or_else(|_| bail!("the run passed its hard deadline ({hard_stop:?})"))
+        }
+        r = tokio::signal::ctrl_c() => match r {
+            Ok(()) => bail!("interrupted"),
+            Err(e) => bail!("cannot wait for Ctrl-C: {e}"),
+        },
+    }
+}
+
+/// Stops `server`, removes `dirs` of `run_dir` and says where the server's log stays.
+pub fn finish(server: Server, run_dir: &Path, dirs: &[&str]) {
+    let log = server.log.clone();
+    drop(server);
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(run_dir.join(dir));
+    }
+    eprintln!("bench: server log kept at {}", log.display());
+}
+
 /// Memory and CPU of a process, from `/proc`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcStats {
