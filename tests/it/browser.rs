@@ -365,16 +365,17 @@ async fn browse(client: &Client, base: &str, run: &str, dir: &Path) -> Result<()
     eprintln!("--- Events, by its link: three machines joined; the kind filter");
     click_nav(client, "/ui/events").await?;
     let joined = format!("machine={run}-m");
+    // Distinct machines: on a loaded machine a lease can lapse and the
+    // machine join again, which adds rows but not machines.
     wait_js(client, "three machines joined", EVENTS_JS, |v| {
         let rows = v.as_array().map(Vec::as_slice).unwrap_or_default();
-        rows.iter()
-            .filter(|r| {
-                r["kind"] == "machine_joined"
-                    && r["about"].as_str().is_some_and(|a| a.contains(&joined))
-            })
-            .count()
-            == 3
-            && rows.iter().any(|r| r["kind"] == "instance_placed")
+        let machines: std::collections::BTreeSet<&str> = rows
+            .iter()
+            .filter(|r| r["kind"] == "machine_joined")
+            .filter_map(|r| r["about"].as_str())
+            .filter(|a| a.contains(&joined))
+            .collect();
+        machines.len() == 3 && rows.iter().any(|r| r["kind"] == "instance_placed")
     })
     .await?;
     client

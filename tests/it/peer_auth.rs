@@ -126,7 +126,7 @@ async fn a_process_without_the_cluster_token_cannot_vote_append_or_join() -> Res
     ensure!(n == 3, "the member list changed: {members}");
     let rogue_log = std::fs::read_to_string(dir.path().join("rogue.log"))?;
     ensure!(
-        rogue_log.contains("403") || rogue_log.contains("cluster token"),
+        rogue_log.contains("answered 403: wrong or missing cluster token"),
         "the rogue was never refused (so it never reached the members?):\n{rogue_log}"
     );
     Ok(())

@@ -42,6 +42,16 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// A peer that answered with an HTTP error instead of a raft result (403:
+/// this member's cluster token is not the peer's).
+#[derive(Debug, thiserror::Error)]
+#[error("{url} answered {status}: {reason}")]
+struct Refused {
+    url: String,
+    status: u16,
+    reason: String,
+}
+
 /// Sends raft RPCs to one member.
 #[derive(Debug)]
 pub struct PeerClient {
@@ -94,6 +104,16 @@ impl PeerClient {
                     RPCError::Network(NetworkError::new(&e))
                 }
             })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let reason = resp.text().await.unwrap_or_default();
+            let refused = Refused {
+                url,
+                status: status.as_u16(),
+                reason,
+            };
+            return Err(RPCError::Network(NetworkError::new(&refused)));
+        }
         let body: Result<Resp, RaftError<NodeId, E>> = resp
             .json()
             .await
