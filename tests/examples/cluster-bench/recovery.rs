@@ -29,6 +29,8 @@ const LAST_KEY: &str = "/recovery/last";
 const PER_DIR: usize = 1000;
 /// Tries per key before the load counts it as failed.
 const TRIES: usize = 3;
+/// Failed keys whose last error the load prints.
+const MAX_REPORTED: usize = 5;
 /// How often catch-up is polled.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -93,15 +95,20 @@ fn key_path(i: usize) -> String {
 async fn load(http: &reqwest::Client, url: &str, opts: &RecoveryOpts) -> usize {
     let value = "v".repeat(opts.value_bytes);
     let done = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
     let step = (opts.keys / 10).max(1);
     let started = Instant::now();
     stream::iter(0..opts.keys)
         .map(|i| {
-            let (value, done) = (&value, &done);
+            let (value, done, failed) = (&value, &done, &failed);
             async move {
                 let target = format!("{url}/v2/keys{}", key_path(i));
+                let mut last_error = None;
                 for _ in 0..TRIES {
-                    if put_value(http, &target, value).await.is_ok() {
+                    let put = put_value(http, &target, value).await;
+                    if let Err(e) = put {
+                        last_error = Some(e);
+                    } else {
                         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                         if n % step == 0 {
                             eprintln!(
@@ -112,6 +119,12 @@ async fn load(http: &reqwest::Client, url: &str, opts: &RecoveryOpts) -> usize {
                         return 0;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // The first few failures say why.
+                if failed.fetch_add(1, Ordering::Relaxed) < MAX_REPORTED {
+                    if let Some(e) = last_error {
+                        eprintln!("recovery-bench: {TRIES} tries failed, the last: {e:#}");
+                    }
                 }
                 1
             }
