@@ -198,12 +198,7 @@ async fn main() -> Result<()> {
         print!("{USAGE}");
         return Ok(());
     };
-    let run_dir = tempfile::Builder::new()
-        .prefix("shoal-dashboard.")
-        .tempdir()
-        .context("create a temp dir")?
-        .keep();
-    eprintln!("bench: run dir {}", run_dir.display());
+    let run_dir = server::run_dir("shoal-dashboard.")?;
     let pkg = opts.pkg_dir.display().to_string();
     let mut server = Server::start(
         &opts.server,

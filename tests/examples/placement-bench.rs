@@ -339,12 +339,7 @@ async fn main() -> Result<()> {
         print!("{USAGE}");
         return Ok(());
     };
-    let run_dir = tempfile::Builder::new()
-        .prefix("shoal-placement.")
-        .tempdir()
-        .context("create a temp dir")?
-        .keep();
-    eprintln!("bench: run dir {}", run_dir.display());
+    let run_dir = server::run_dir("shoal-placement.")?;
     let mut server = Server::start(&opts.server, &run_dir, "placement-bench", &[] as &[&str])?;
     eprintln!("bench: shoal-server pid {} on {}", server.pid(), server.url);
     let hard_stop = opts.timeout + Duration::from_secs(30);

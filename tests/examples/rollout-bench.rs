@@ -1733,12 +1733,7 @@ async fn main() -> Result<()> {
         Mode::Rollout => "shoal-rollout.",
         Mode::Download => "shoal-download.",
     };
-    let run_dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .context("create a temp dir")?
-        .keep();
-    eprintln!("bench: run dir {}", run_dir.display());
+    let run_dir = server::run_dir(prefix)?;
     let (signer, public_key) = Signer::new(&run_dir)?;
     let mut server = Server::start(
         &opts.server,

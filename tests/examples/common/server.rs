@@ -126,6 +126,17 @@ impl Server {
     }
 }
 
+/// A new run directory `/tmp/<prefix>XXXX` that outlives the bench (its logs stay), announced.
+pub fn run_dir(prefix: &str) -> Result<PathBuf> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("create a temp dir")?
+        .keep();
+    eprintln!("bench: run dir {}", dir.display());
+    Ok(dir)
+}
+
 /// `work`, bounded by `hard_stop` and by Ctrl-C.
 pub async fn bounded<T>(
     hard_stop: Duration,
