@@ -192,6 +192,7 @@ pub async fn run(
         },
         proposer: member::Proposer::start(raft.clone()),
         read_index: read_index::ReadIndex::default(),
+        fleet: engine::records::Records::default(),
     });
 
     let updates = Arc::new(updates::Updates::open(

@@ -16,6 +16,8 @@ use chrono::{DateTime, Utc};
 use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::records::Records;
+use crate::engine::view::FleetView;
 use crate::keyspace::{ErrorCode, Event, KeyError, Op};
 pub use crate::proposer::Proposer;
 use crate::raft::state_machine::Shared;
@@ -124,6 +126,8 @@ pub struct Member {
     pub proposer: Proposer,
     /// Coalesces linearizable reads while it leads.
     pub read_index: ReadIndex,
+    /// The fleet records as last parsed, for every reader of the fleet.
+    pub fleet: Records,
 }
 
 impl std::fmt::Debug for Member {
@@ -145,6 +149,11 @@ pub struct MemberInfo {
 }
 
 impl Member {
+    /// The fleet in the applied key space as of `now` (expired leases are gone).
+    pub fn fleet_view(&self, now: DateTime<Utc>) -> FleetView {
+        self.fleet.view(|| self.keys.read(), now)
+    }
+
     /// True while this member is the raft leader.
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();

@@ -16,7 +16,7 @@ use futures::stream::{self, StreamExt};
 
 use super::history::{self, Recorder};
 use super::plan::{plan, Action};
-use super::view::{FleetView, RawFleet};
+use super::view::FleetView;
 use crate::keyspace::{ErrorCode, Op, Precondition};
 use crate::member::{Member, ServeError};
 
@@ -54,8 +54,7 @@ pub async fn run(member: Arc<Member>) {
         }
         let now = crate::clock::now();
         let started = std::time::Instant::now();
-        let raw = RawFleet::read(&member.keys.read());
-        let mut view = FleetView::from_raw(raw, now);
+        let mut view = member.fleet_view(now);
         let read = started.elapsed();
         let machines: BTreeSet<String> = view.machines.keys().cloned().collect();
         match &known {

@@ -37,7 +37,7 @@ use serde_json::Value;
 use tower_http::services::ServeDir;
 
 use super::{fleet, keys, locks, members, stats, updates};
-use crate::engine::view::{instance_names, unit_of, FleetView, RawFleet};
+use crate::engine::view::{instance_names, unit_of, FleetView};
 use crate::member::Member;
 use crate::raft::id_hex;
 use crate::updates::Updates;
@@ -173,8 +173,7 @@ impl Source {
 
     /// The fleet as the engine reads it, parsed once, the key space locked only for the copy.
     fn fleet(&self) -> FleetView {
-        let raw = RawFleet::read(&self.member.keys.read());
-        FleetView::from_raw(raw, crate::clock::now())
+        self.member.fleet_view(crate::clock::now())
     }
 
     async fn read_overview(&self) -> Result<Overview, String> {

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::api_error;
-use crate::engine::view::{instance_names, unit_of, FleetView, RawFleet, UnitView};
+use crate::engine::view::{instance_names, unit_of, FleetView, UnitView};
 use crate::keyspace::{ErrorCode, Op, Precondition};
 use crate::member::{Member, ServeError};
 
@@ -164,8 +164,7 @@ fn status_of(view: &FleetView, uv: &UnitView, known: &[&str]) -> UnitStatus {
 }
 
 fn view(member: &Member) -> FleetView {
-    let raw = RawFleet::read(&member.keys.read());
-    FleetView::from_raw(raw, crate::clock::now())
+    member.fleet_view(crate::clock::now())
 }
 
 fn unit_status(member: &Member, name: &str) -> Option<UnitStatus> {
