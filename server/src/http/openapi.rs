@@ -2,9 +2,11 @@
 //! generated at compile time by utoipa from the handlers' `#[utoipa::path]`
 //! annotations and the `api` crate's wire types (its `openapi` feature).
 //!
-//! Every operation also answers 401 (no or an unknown token) and 403 (too
-//! few rights) from the auth layer; [`AuthResponses`] adds those, and the
-//! bearer scheme, to every operation instead of repeating them per handler.
+//! Every operation also answers 401 (no or an unknown token), 403 (too few
+//! rights) and 429 (the token's request rate or watch count is over its
+//! limit) from the auth layer, and one with a request body other than a
+//! payload upload's (octet-stream, unlimited) 413 (larger than `--max-body`); [`GuardResponses`] adds those, and the bearer scheme, to
+//! every operation instead of repeating them per handler.
 //! The unit test below checks that the document lists exactly the
 //! `/api/v1` routes the router modules register.
 
@@ -62,14 +64,14 @@ use super::{auth, events, fleet, locks, updates};
         auth::audit_log,
     ),
     components(schemas(api::error::ApiErrorBody)),
-    modifiers(&AuthResponses)
+    modifiers(&GuardResponses)
 )]
 pub struct ApiDoc;
 
-/// Adds the auth layer's 401 and 403 answers and the bearer scheme to every operation.
-struct AuthResponses;
+/// Adds the guard layers' 401, 403, 429 and 413 answers and the bearer scheme to every operation.
+struct GuardResponses;
 
-impl Modify for AuthResponses {
+impl Modify for GuardResponses {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -89,6 +91,7 @@ impl Modify for AuthResponses {
         };
         for item in doc.paths.paths.values_mut() {
             for op in operations(item) {
+                let limited = limited_body(op);
                 let responses = &mut op.responses.responses;
                 responses.entry("401".to_owned()).or_insert_with(|| {
                     refused("No or an unknown token; code `unauthenticated`").into()
@@ -96,9 +99,31 @@ impl Modify for AuthResponses {
                 responses.entry("403".to_owned()).or_insert_with(|| {
                     refused("The token's role may not do this; code `forbidden`").into()
                 });
+                responses.entry("429".to_owned()).or_insert_with(|| {
+                    refused(
+                        "The token's request rate (`--rate-limit`, with a `Retry-After` header) \
+                         or open watches (`--max-watches-per-token`) are over their limit; \
+                         code `too_many_requests`",
+                    )
+                    .into()
+                });
+                if limited {
+                    responses.entry("413".to_owned()).or_insert_with(|| {
+                        refused("The request body is larger than the limit; code `too_large`")
+                            .into()
+                    });
+                }
             }
         }
     }
+}
+
+/// Whether the operation takes a body the body limit applies to: any but a
+/// payload upload's octet stream.
+fn limited_body(op: &Operation) -> bool {
+    op.request_body
+        .as_ref()
+        .is_some_and(|b| !b.content.contains_key("application/octet-stream"))
 }
 
 /// The operations of one path.
@@ -257,12 +282,18 @@ mod tests {
         assert!(doc["components"]["schemas"]["ApiErrorBody"].is_object());
         for (path, item) in doc["paths"].as_object().expect("paths object") {
             for (method, op) in item.as_object().expect("path item object") {
-                for status in ["401", "403"] {
+                for status in ["401", "403", "429"] {
                     assert!(
                         op["responses"][status].is_object(),
                         "{method} {path} {status}"
                     );
                 }
+                let json_body = op["requestBody"]["content"]["application/json"].is_object();
+                assert_eq!(
+                    op["responses"]["413"].is_object(),
+                    json_body,
+                    "{method} {path}: 413 exactly when it takes a JSON body"
+                );
             }
         }
     }
