@@ -141,6 +141,21 @@ pub struct ChannelRow {
     pub halt_reason: String,
 }
 
+/// One uploaded payload: a version machines can be updated to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadRow {
+    /// OS version it installs.
+    pub version: String,
+    /// Length in bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes, lowercase hex.
+    pub sha256: String,
+    /// When it was uploaded (UTC, `YYYY-MM-DD HH:MM:SS`).
+    pub uploaded_at: String,
+    /// The channels pointing at it.
+    pub channels: Vec<String>,
+}
+
 /// One machine's place in the update state machine (its last check-in).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineProgress {
@@ -188,11 +203,13 @@ pub struct HistoryRow {
     pub detail: String,
 }
 
-/// The Updates page: channels, machines' progress, reboot-lock holders, history.
+/// The Updates page: channels, versions, machines' progress, reboot-lock holders, history.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdatesView {
     /// Every channel.
     pub channels: Vec<ChannelRow>,
+    /// Every uploaded payload, newest first.
+    pub payloads: Vec<PayloadRow>,
     /// Every machine that checked in.
     pub machines: Vec<MachineProgress>,
     /// Holders of the reboot lock(s) (`reboot`, `reboot-<group>`).

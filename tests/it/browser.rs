@@ -528,6 +528,20 @@ async fn upload_payload(client: &Client, base: &str, dir: &Path) -> Result<()> {
         }),
         "the API should list {version} with the file's size and hash: {payloads}"
     );
+    let row = format!("#payloads tr[data-version='{version}'] td");
+    let cells = format!(
+        "return [...document.querySelectorAll(\"{row}\")].map(c => c.title || c.textContent);"
+    );
+    let listed = wait_js(client, "the new version in Versions", &cells, |v| {
+        v.as_array().is_some_and(|c| !c.is_empty())
+    })
+    .await?;
+    ensure!(
+        listed[0] == version
+            && listed[1] == format!("{size} bytes").as_str()
+            && listed[2] == sha256.as_str(),
+        "the Versions table should list {version} with its size and hash: {listed}"
+    );
     Ok(())
 }
 

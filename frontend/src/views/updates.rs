@@ -1,17 +1,18 @@
 //! Updates: a form to upload a payload (straight to
 //! `POST /api/v1/updates/payloads`, with a progress bar), each channel's
-//! version and rollout policy with Pause / Resume and Halt, every machine's
+//! version and rollout policy with Pause / Resume and Halt, the uploaded
+//! versions and the channels pointing at them, every machine's
 //! progress through the update states, who holds the reboot lock, and the
 //! newest update history.
 
 use leptos::html::Input;
 use leptos::prelude::*;
 
-use super::{failure, words};
+use super::{failure, table, words};
 use crate::data::{halt_channel, load_updates, set_paused};
 use crate::live::use_live;
 use crate::model::{
-    upload_url, ChannelRow, HistoryRow, LockHolderRow, MachineProgress, UpdatesView,
+    upload_url, ChannelRow, HistoryRow, LockHolderRow, MachineProgress, PayloadRow, UpdatesView,
 };
 use crate::rest;
 
@@ -149,6 +150,8 @@ fn body(u: UpdatesView, pause: PauseAction) -> AnyView {
     view! {
         <h2>"Channels"</h2>
         {channels(u.channels, pause)}
+        <h2>"Versions"</h2>
+        {payloads(u.payloads)}
         <h2>"Machines"</h2>
         {machines(u.machines)}
         <h2>"Reboot lock"</h2>
@@ -226,24 +229,51 @@ fn channels(list: Vec<ChannelRow>, pause: PauseAction) -> AnyView {
             }
         })
         .collect_view();
-    view! {
-        <table id="channels">
-            <thead>
-                <tr>
-                    <th>"Channel"</th>
-                    <th>"Version"</th>
-                    <th>"Max reboots"</th>
-                    <th>"Canaries"</th>
-                    <th>"Windows"</th>
-                    <th>"Failures to halt"</th>
-                    <th>"Rollout"</th>
-                    <th></th>
-                </tr>
-            </thead>
-            <tbody>{rows}</tbody>
-        </table>
+    table(
+        "channels",
+        &[
+            "Channel",
+            "Version",
+            "Max reboots",
+            "Canaries",
+            "Windows",
+            "Failures to halt",
+            "Rollout",
+            "",
+        ],
+        rows,
+    )
+}
+
+fn payloads(list: Vec<PayloadRow>) -> AnyView {
+    if list.is_empty() {
+        return view! { <p class="empty">"No payload uploaded."</p> }.into_any();
     }
-    .into_any()
+    let rows = list
+        .into_iter()
+        .map(|p| {
+            let version = p.version.clone();
+            let channels = if p.channels.is_empty() {
+                "—".to_string()
+            } else {
+                p.channels.join(", ")
+            };
+            view! {
+                <tr data-version=version>
+                    <td>{p.version}</td>
+                    <td>{format!("{} bytes", p.size)}</td>
+                    <td class="digest" title=p.sha256.clone()>{p.sha256.chars().take(12).collect::<String>()}</td>
+                    <td>{p.uploaded_at}</td>
+                    <td>{channels}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    table(
+        "payloads",
+        &["Version", "Size", "SHA-256", "Uploaded (UTC)", "Channels"],
+        rows,
+    )
 }
 
 fn machines(list: Vec<MachineProgress>) -> AnyView {
@@ -268,24 +298,20 @@ fn machines(list: Vec<MachineProgress>) -> AnyView {
             }
         })
         .collect_view();
-    view! {
-        <table id="update-machines">
-            <thead>
-                <tr>
-                    <th>"Machine"</th>
-                    <th>"Channel"</th>
-                    <th>"Runs"</th>
-                    <th>"State"</th>
-                    <th>"Target"</th>
-                    <th>"May proceed"</th>
-                    <th>"Since (UTC)"</th>
-                    <th>"Error"</th>
-                </tr>
-            </thead>
-            <tbody>{rows}</tbody>
-        </table>
-    }
-    .into_any()
+    table(
+        "update-machines",
+        &[
+            "Machine",
+            "Channel",
+            "Runs",
+            "State",
+            "Target",
+            "May proceed",
+            "Since (UTC)",
+            "Error",
+        ],
+        rows,
+    )
 }
 
 fn holders(list: Vec<LockHolderRow>) -> AnyView {
@@ -306,20 +332,11 @@ fn holders(list: Vec<LockHolderRow>) -> AnyView {
             }
         })
         .collect_view();
-    view! {
-        <table id="holders">
-            <thead>
-                <tr>
-                    <th>"Lock"</th>
-                    <th>"Holder"</th>
-                    <th>"Fencing token"</th>
-                    <th>"Lapses (UTC)"</th>
-                </tr>
-            </thead>
-            <tbody>{rows}</tbody>
-        </table>
-    }
-    .into_any()
+    table(
+        "holders",
+        &["Lock", "Holder", "Fencing token", "Lapses (UTC)"],
+        rows,
+    )
 }
 
 /// A history, newest first: time, kind, what it is about, details.
@@ -346,18 +363,5 @@ pub(super) fn history(list: Vec<HistoryRow>) -> AnyView {
             }
         })
         .collect_view();
-    view! {
-        <table class="history">
-            <thead>
-                <tr>
-                    <th>"When (UTC)"</th>
-                    <th>"What"</th>
-                    <th>"About"</th>
-                    <th>"Details"</th>
-                </tr>
-            </thead>
-            <tbody>{rows}</tbody>
-        </table>
-    }
-    .into_any()
+    table("history", &["When (UTC)", "What", "About", "Details"], rows)
 }

@@ -16,7 +16,7 @@ use api::fleet::{parse_unit, ClusterEvent, Desired, UnitFormat, UnitKind, UnitSt
 use api::keys::{KeysResponse, Node};
 use api::locks::LockList;
 use api::members::Member as WireMember;
-use api::updates::{Channel, HaltRequest, HistoryEvent, MachineUpdate, REBOOT_LOCK};
+use api::updates::{Channel, HaltRequest, HistoryEvent, MachineUpdate, PayloadMeta, REBOOT_LOCK};
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{Method, StatusCode, Uri};
@@ -26,7 +26,8 @@ use chrono::{DateTime, Utc};
 use frontend::backend::{Answer, Backend, SharedBackend};
 use frontend::model::{
     ChannelRow, HistoryRow, InstanceRow, KeyDir, KeyNode, LockHolderRow, MachineCard,
-    MachineProgress, MemberRow, Overview, PlacedInstance, UnitRow, UnitVerb, UpdatesView,
+    MachineProgress, MemberRow, Overview, PayloadRow, PlacedInstance, UnitRow, UnitVerb,
+    UpdatesView,
 };
 use futures::future::join_all;
 use leptos::prelude::{provide_context, LeptosOptions};
@@ -279,6 +280,12 @@ impl Source {
     async fn read_updates(&self) -> Result<UpdatesView, String> {
         let u = || State(self.updates.clone());
         let channels: Vec<Channel> = json_of(updates::channels(u()).await).await?;
+        let mut stored: Vec<PayloadMeta> = json_of(updates::payloads(u()).await).await?;
+        stored.sort_by_key(|p| std::cmp::Reverse(p.uploaded_at));
+        let payloads = stored
+            .into_iter()
+            .map(|p| payload_row(p, &channels))
+            .collect();
         let query = updates::MachinesQuery { channel: None };
         let machines: Vec<MachineUpdate> =
             json_of(updates::machines(u(), Ok(Query(query))).await).await?;
@@ -304,6 +311,7 @@ impl Source {
             .collect();
         Ok(UpdatesView {
             channels: channels.into_iter().map(channel_row).collect(),
+            payloads,
             machines: machines.into_iter().map(progress).collect(),
             holders,
             history: history.into_iter().rev().map(update_history_row).collect(),
@@ -539,6 +547,22 @@ fn channel_row(c: Channel) -> ChannelRow {
         paused: p.paused,
         halted: p.halted,
         halt_reason: p.halt_reason,
+    }
+}
+
+/// A payload with the channels pointing at its version.
+fn payload_row(p: PayloadMeta, channels: &[Channel]) -> PayloadRow {
+    let pointing = channels
+        .iter()
+        .filter(|c| c.version.as_deref() == Some(p.version.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
+    PayloadRow {
+        version: p.version,
+        size: p.size,
+        sha256: p.sha256,
+        uploaded_at: clock(p.uploaded_at),
+        channels: pointing,
     }
 }
 
