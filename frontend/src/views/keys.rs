@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{failure, words};
+use super::{failure, table, words};
 use crate::data::{delete_key, load_keys, put_key};
 use crate::live::watch;
 use crate::model::{KeyDir, KeyEvent};
@@ -179,17 +179,7 @@ fn tree(
         .collect_view();
     view! {
         <p class="count">{d.dir.clone()} " at index " {d.index}</p>
-        <table id="keys">
-            <thead>
-                <tr>
-                    <th>"Key"</th>
-                    <th>"Value"</th>
-                    <th>"Modified / created"</th>
-                    <th>"TTL"</th>
-                </tr>
-            </thead>
-            <tbody>{rows}</tbody>
-        </table>
+        {table("keys", &["Key", "Value", "Modified / created", "TTL"], rows)}
     }
     .into_any()
 }

@@ -29,6 +29,32 @@ fn words(e: &ServerFnError) -> String {
     }
 }
 
+/// A table named `id` with these column headings over `rows` (its `<tr>`s).
+fn table(id: &'static str, headings: &[&'static str], rows: impl IntoView + 'static) -> AnyView {
+    grouped_table(id, headings, view! { <tbody>{rows}</tbody> })
+}
+
+/// A table named `id` with these column headings over `bodies` (its `<tbody>`s).
+fn grouped_table(
+    id: &'static str,
+    headings: &[&'static str],
+    bodies: impl IntoView + 'static,
+) -> AnyView {
+    let headings = headings
+        .iter()
+        .map(|h| view! { <th>{*h}</th> })
+        .collect_view();
+    view! {
+        <table id=id>
+            <thead>
+                <tr>{headings}</tr>
+            </thead>
+            {bodies}
+        </table>
+    }
+    .into_any()
+}
+
 /// An optional number, or a dash.
 fn or_dash(n: Option<u64>) -> String {
     n.map_or_else(|| "—".to_string(), |n| n.to_string())

@@ -5,7 +5,7 @@
 
 use leptos::prelude::*;
 
-use super::{failure, or_dash};
+use super::{failure, or_dash, table};
 use crate::chart;
 use crate::data::load_overview;
 use crate::live::{use_live, Live};
@@ -121,20 +121,11 @@ fn body(o: Overview) -> AnyView {
             </div>
         </section>
         <h2>"Members"</h2>
-        <table id="members">
-            <thead>
-                <tr>
-                    <th>"Name"</th>
-                    <th>"Id"</th>
-                    <th>"Role"</th>
-                    <th>"Term"</th>
-                    <th>"Applied"</th>
-                    <th>"Matched"</th>
-                    <th>"Client URL"</th>
-                </tr>
-            </thead>
-            <tbody>{members}</tbody>
-        </table>
+        {table(
+            "members",
+            &["Name", "Id", "Role", "Term", "Applied", "Matched", "Client URL"],
+            members,
+        )}
     }
     .into_any()
 }

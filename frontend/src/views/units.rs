@@ -6,7 +6,7 @@
 
 use leptos::prelude::*;
 
-use super::{failure, words};
+use super::{failure, grouped_table, words};
 use crate::data::{load_units, submit_unit, unit_action};
 use crate::live::use_live;
 use crate::model::{journal_url, UnitRow, UnitVerb};
@@ -106,7 +106,7 @@ pub fn UnitsPage() -> impl IntoView {
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match data.await {
-                    Ok(list) => table(list, verb, journal),
+                    Ok(list) => unit_table(list, verb, journal),
                     Err(e) => failure(e),
                 }
             })}
@@ -145,7 +145,7 @@ fn journal_panel(journal: Journal) -> impl IntoView {
     }
 }
 
-fn table(list: Vec<UnitRow>, verb: VerbAction, journal: Journal) -> AnyView {
+fn unit_table(list: Vec<UnitRow>, verb: VerbAction, journal: Journal) -> AnyView {
     if list.is_empty() {
         return view! { <p class="empty">"No units. Submit one above or with " <code>"shoalctl submit"</code> "."</p> }
             .into_any();
@@ -154,23 +154,19 @@ fn table(list: Vec<UnitRow>, verb: VerbAction, journal: Journal) -> AnyView {
         .into_iter()
         .map(|u| unit(u, verb, journal))
         .collect_view();
-    view! {
-        <table id="units">
-            <thead>
-                <tr>
-                    <th>"Unit / instance"</th>
-                    <th>"Image"</th>
-                    <th>"Desired"</th>
-                    <th>"Machine"</th>
-                    <th>"Actual"</th>
-                    <th>"Why not placed"</th>
-                    <th></th>
-                </tr>
-            </thead>
-            {rows}
-        </table>
-    }
-    .into_any()
+    grouped_table(
+        "units",
+        &[
+            "Unit / instance",
+            "Image",
+            "Desired",
+            "Machine",
+            "Actual",
+            "Why not placed",
+            "",
+        ],
+        rows,
+    )
 }
 
 /// Start / Stop / Destroy for one unit, with the last error of any of them.
