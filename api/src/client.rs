@@ -644,12 +644,33 @@ impl Client {
         }
     }
 
-    /// A JSON request whose success body is `T` (`()` ignores the body).
     /// `GET` a JSON resource.
     async fn fetch<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
-        self.json_call::<()>(Method::GET, segments, None, Duration::ZERO)
+        self.call::<(), _>(Method::GET, segments, None).await
+    }
+
+    /// A JSON request (with `body`, if any) whose success body is a JSON `T`.
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        self.json_call(method, segments, body, Duration::ZERO)
             .await?
             .json()
+    }
+
+    /// A JSON request (with `body`, if any) whose success body is not needed.
+    async fn act<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+    ) -> Result<(), ClientError> {
+        self.json_call(method, segments, body, Duration::ZERO)
+            .await
+            .map(drop)
     }
 
     async fn json_call<B: Serialize + ?Sized>(
@@ -787,26 +808,14 @@ impl Client {
     /// `POST /v2/members`: adds a (not yet started) member; answers the new member.
     pub async fn member_add(&self, peer_urls: Vec<String>) -> Result<Member, ClientError> {
         let body = AddMember { peer_urls };
-        self.json_call(
-            Method::POST,
-            &["v2", "members"],
-            Some(&body),
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.call(Method::POST, &["v2", "members"], Some(&body))
+            .await
     }
 
     /// `DELETE /v2/members/<id>` with the id in hex.
     pub async fn member_remove(&self, id_hex: &str) -> Result<(), ClientError> {
-        self.json_call::<()>(
-            Method::DELETE,
-            &["v2", "members", id_hex],
-            None,
-            Duration::ZERO,
-        )
-        .await?;
-        Ok(())
+        self.act::<()>(Method::DELETE, &["v2", "members", id_hex], None)
+            .await
     }
 
     /// `GET /version`.
@@ -842,14 +851,12 @@ impl Client {
         name: &str,
         req: &ReleaseRequest,
     ) -> Result<LockState, ClientError> {
-        self.json_call(
+        self.call(
             Method::POST,
             &["api", "v1", "locks", name, "release"],
             Some(req),
-            Duration::ZERO,
         )
-        .await?
-        .json()
+        .await
     }
 
     /// `PUT /api/v1/locks/{name}`: sets the limit of clients that name none (FleetLock).
@@ -858,14 +865,8 @@ impl Client {
         name: &str,
         config: &LockConfig,
     ) -> Result<LockState, ClientError> {
-        self.json_call(
-            Method::PUT,
-            &["api", "v1", "locks", name],
-            Some(config),
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.call(Method::PUT, &["api", "v1", "locks", name], Some(config))
+            .await
     }
 
     /// `GET /api/v1/locks/{name}`.
@@ -893,14 +894,12 @@ impl Client {
 
     /// `POST /api/v1/elections/{name}/resign`.
     pub async fn resign(&self, name: &str, req: &ResignRequest) -> Result<(), ClientError> {
-        self.json_call(
+        self.act(
             Method::POST,
             &["api", "v1", "elections", name, "resign"],
             Some(req),
-            Duration::ZERO,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// `GET /api/v1/machines`: every machine with a live lease.
@@ -913,14 +912,8 @@ impl Client {
         &self,
         unit: &crate::fleet::Unit,
     ) -> Result<crate::fleet::UnitStatus, ClientError> {
-        self.json_call(
-            Method::POST,
-            &["api", "v1", "units"],
-            Some(unit),
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.call(Method::POST, &["api", "v1", "units"], Some(unit))
+            .await
     }
 
     /// `GET /api/v1/units`: every unit with its instances, desired and actual.
@@ -940,26 +933,14 @@ impl Client {
         launched: bool,
     ) -> Result<crate::fleet::UnitStatus, ClientError> {
         let action = if launched { "start" } else { "stop" };
-        self.json_call::<()>(
-            Method::POST,
-            &["api", "v1", "units", name, action],
-            None,
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.call::<(), _>(Method::POST, &["api", "v1", "units", name, action], None)
+            .await
     }
 
     /// `DELETE /api/v1/units/{name}`: destroys a unit; its containers go away.
     pub async fn destroy_unit(&self, name: &str) -> Result<(), ClientError> {
-        self.json_call::<()>(
-            Method::DELETE,
-            &["api", "v1", "units", name],
-            None,
-            Duration::ZERO,
-        )
-        .await?;
-        Ok(())
+        self.act::<()>(Method::DELETE, &["api", "v1", "units", name], None)
+            .await
     }
 
     /// `POST /api/v1/tokens` (admin): a new token; its secret is in the answer only.
@@ -967,14 +948,8 @@ impl Client {
         &self,
         req: &crate::auth::CreateToken,
     ) -> Result<crate::auth::CreatedToken, ClientError> {
-        self.json_call(
-            Method::POST,
-            &["api", "v1", "tokens"],
-            Some(req),
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.call(Method::POST, &["api", "v1", "tokens"], Some(req))
+            .await
     }
 
     /// `GET /api/v1/tokens` (admin): every token, without secrets.
@@ -984,14 +959,8 @@ impl Client {
 
     /// `DELETE /api/v1/tokens/{id}` (admin): revokes a token; answers what it was.
     pub async fn revoke_token(&self, id: &str) -> Result<crate::auth::TokenInfo, ClientError> {
-        self.json_call::<()>(
-            Method::DELETE,
-            &["api", "v1", "tokens", id],
-            None,
-            Duration::ZERO,
-        )
-        .await?
-        .json()
+        self.call::<(), _>(Method::DELETE, &["api", "v1", "tokens", id], None)
+            .await
     }
 
     /// `GET /api/v1/elections/{name}`; fails with code `no_leader`.
@@ -1079,14 +1048,12 @@ impl Client {
         name: &str,
         update: &crate::updates::ChannelUpdate,
     ) -> Result<crate::updates::Channel, ClientError> {
-        self.json_call(
+        self.call(
             Method::PUT,
             &["api", "v1", "updates", "channels", name],
             Some(update),
-            Duration::ZERO,
         )
-        .await?
-        .json()
+        .await
     }
 
     /// `POST /api/v1/updates/channels/{name}/pause` (or `/resume`, which also clears a halt).
@@ -1096,14 +1063,12 @@ impl Client {
         paused: bool,
     ) -> Result<crate::updates::Channel, ClientError> {
         let action = if paused { "pause" } else { "resume" };
-        self.json_call::<()>(
+        self.call::<(), _>(
             Method::POST,
             &["api", "v1", "updates", "channels", name, action],
             None,
-            Duration::ZERO,
         )
-        .await?
-        .json()
+        .await
     }
 
     /// `POST /api/v1/updates/channels/{name}/halt`: stops the rollout until a resume.
@@ -1115,14 +1080,12 @@ impl Client {
         let body = crate::updates::HaltRequest {
             reason: reason.map(str::to_owned),
         };
-        self.json_call(
+        self.call(
             Method::POST,
             &["api", "v1", "updates", "channels", name, "halt"],
             Some(&body),
-            Duration::ZERO,
         )
-        .await?
-        .json()
+        .await
     }
 
     /// `POST /api/v1/updates/checkin`: an agent's report; the answer says what to do.
@@ -1130,14 +1093,12 @@ impl Client {
         &self,
         report: &crate::updates::CheckIn,
     ) -> Result<crate::updates::CheckInReply, ClientError> {
-        self.json_call(
+        self.call(
             Method::POST,
             &["api", "v1", "updates", "checkin"],
             Some(report),
-            Duration::ZERO,
         )
-        .await?
-        .json()
+        .await
     }
 
     /// `GET /api/v1/updates/machines[?channel=C]`: the machines' last check-ins.
