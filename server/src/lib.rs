@@ -52,7 +52,7 @@ const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 120_000;
 /// (no Nagle delay).
 async fn listen(
     url: &Url,
-    tls: Option<&Arc<rustls::ServerConfig>>,
+    tls: Option<&tls::Certs>,
     app: axum::Router,
 ) -> anyhow::Result<impl Future<Output = std::io::Result<()>> + Send> {
     let host = url.host_str().context("URL has no host")?;
@@ -62,8 +62,8 @@ async fn listen(
         .await
         .with_context(|| format!("binding {url}"))?;
     Ok(match tls.filter(|_| url.scheme() == "https") {
-        Some(config) => {
-            let listener = tls::TlsListener::new(listener, config.clone())
+        Some(certs) => {
+            let listener = tls::TlsListener::new(listener, certs.clone())
                 .with_context(|| format!("serving TLS on {url}"))?;
             Either::Left(axum::serve(listener, app).into_future())
         }
@@ -78,12 +78,16 @@ async fn listen(
     })
 }
 
-/// The server configuration of a certificate pair, if given.
-fn server_tls(files: Option<&tls::CertFiles>) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
-    files
-        .map(tls::CertFiles::server_config)
-        .transpose()
-        .map_err(Into::into)
+/// The certificates of a pair, if given, reloaded on `SIGHUP`.
+fn server_tls(files: Option<&tls::CertFiles>) -> anyhow::Result<Option<tls::Certs>> {
+    let Some(files) = files else {
+        return Ok(None);
+    };
+    let certs = tls::Certs::load(files.clone())?;
+    certs
+        .reload_on_hangup()
+        .context("listening for SIGHUP to reload certificates")?;
+    Ok(Some(certs))
 }
 
 /// The CA a `flag` names, if given.

@@ -1,11 +1,12 @@
 //! TLS for the client and peer ports: a certificate chain and its key (PEM
-//! files) loaded into a rustls server configuration, and a listener that
+//! files) loaded into a rustls server configuration that `SIGHUP` reloads
+//! (so certificates are rotated without a restart), and a listener that
 //! performs handshakes in tasks of their own, so a client that connects and
 //! stalls holds only its own handshake, never the accept loop.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -79,7 +80,7 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 
 impl CertFiles {
     /// Reads both files and builds the server configuration (HTTP/1.1 over ALPN).
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let (cert_flag, key_flag) = self.flags;
         let invalid = |what, path: &Path, reason: String| TlsError::Invalid {
             what,
@@ -114,6 +115,63 @@ impl CertFiles {
     }
 }
 
+/// The server configuration of a [`CertFiles`] pair as last loaded. A reload
+/// that fails (a missing, half-written or mismatched file) keeps the
+/// configuration in use and says why; handshakes after a reload use the new one.
+#[derive(Debug, Clone)]
+pub struct Certs {
+    files: CertFiles,
+    current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+}
+
+impl Certs {
+    /// Loads the pair; an unusable file is an error.
+    pub fn load(files: CertFiles) -> Result<Self, TlsError> {
+        let config = files.server_config()?;
+        Ok(Self {
+            files,
+            current: Arc::new(RwLock::new(config)),
+        })
+    }
+
+    /// The configuration new handshakes use.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the files again and serves them from the next handshake on;
+    /// on an error the configuration in use stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = self.files.server_config()?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        Ok(())
+    }
+
+    /// Reloads on every `SIGHUP` for as long as the process runs, logging
+    /// each outcome.
+    pub fn reload_on_hangup(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = signal(SignalKind::hangup())?;
+        let certs = self.clone();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let cert = certs.files.cert.display();
+                match certs.reload() {
+                    Ok(()) => tracing::info!(%cert, "SIGHUP: certificate reloaded"),
+                    Err(e) => tracing::error!(
+                        %cert,
+                        "SIGHUP: cannot reload the certificate, still serving the one loaded before: {e}"
+                    ),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
 /// A listener whose connections come out TLS-handshaken. A background task
 /// accepts TCP connections and starts one handshake task per connection;
 /// failed or timed-out handshakes (a plain-HTTP client, a scanner) are
@@ -125,18 +183,18 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Serves TLS with `config` on the connections `tcp` accepts.
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    /// Serves TLS with `certs` (as they are at each handshake) on the connections `tcp` accepts.
+    pub fn new(tcp: TcpListener, certs: Certs) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(READY_QUEUE);
-        tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
+        tokio::spawn(accept_loop(tcp, certs, tx));
         Ok(TlsListener { ready, local })
     }
 }
 
 async fn accept_loop(
     tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    certs: Certs,
     tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     loop {
@@ -155,7 +213,7 @@ async fn accept_loop(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%e, "cannot set TCP_NODELAY");
         }
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(certs.current());
         let tx = tx.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -222,6 +280,40 @@ mod tests {
             err.as_deref()
                 .is_some_and(|e| e.starts_with("invalid --cert-file")),
             "{err:?}"
+        );
+        Ok(())
+    }
+
+    /// A self-signed certificate for `name` and its key, as PEM.
+    fn self_signed(name: &str) -> anyhow::Result<(String, String)> {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()])?;
+        Ok((cert.cert.pem(), cert.signing_key.serialize_pem()))
+    }
+
+    #[test]
+    fn a_reload_takes_new_files_and_a_failed_one_keeps_the_old() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (cert, key) = self_signed("first.example")?;
+        let pair = files(dir.path(), &cert, &key)?;
+        let certs = Certs::load(pair.clone())?;
+        let first = certs.current();
+
+        let (cert, key) = self_signed("second.example")?;
+        files(dir.path(), &cert, &key)?;
+        certs.reload()?;
+        let second = certs.current();
+        assert!(!Arc::ptr_eq(&first, &second), "the reload took no effect");
+
+        std::fs::write(&pair.cert, "-----BEGIN CERTIFICATE-----\ntruncated")?;
+        let err = certs.reload().err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.starts_with("invalid --cert-file")),
+            "{err:?}"
+        );
+        assert!(
+            Arc::ptr_eq(&second, &certs.current()),
+            "a failed reload replaced the configuration in use"
         );
         Ok(())
     }

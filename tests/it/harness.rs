@@ -342,6 +342,11 @@ impl Member {
         )
     }
 
+    /// SIGHUP: the member reloads its certificate files.
+    pub fn hangup(&self) -> Result<()> {
+        self.signal(Signal::SIGHUP)
+    }
+
     fn signal(&self, sig: Signal) -> Result<()> {
         let pid = self
             .pid()

@@ -5,11 +5,12 @@
 //! the others; bad certificate and key files named
 //! at startup; an agent registering its machine over TLS (and one with the
 //! wrong CA saying why it cannot); a 3-member cluster whose peers talk TLS
-//! electing a leader and replicating a write.
+//! electing a leader and replicating a write; certificates rotated by SIGHUP
+//! (a broken file keeping the ones in use).
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -119,6 +120,65 @@ async fn client_api_and_shoalctl_over_tls() -> Result<()> {
         health.status().is_success(),
         "/health after plain-HTTP attempts: {}",
         health.status()
+    );
+    Ok(())
+}
+
+/// How long a member may take to act on a SIGHUP.
+const RELOAD_WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn certificates_rotate_on_sighup() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let old = make_tls(dir.path(), "old")?;
+    let new = make_tls(dir.path(), "new")?;
+    let cluster = Cluster::start_tls(1, &old).await?;
+    let member = &cluster.members[0];
+    let base = member.client_url();
+    let (ok, out, err) = ctl(&base, Some(&old.ca), &["set", "/tls/rotated", "kept"])?;
+    ensure!(ok, "set over TLS failed: {err}{out}");
+
+    // The new pair replaces the files the member was started with.
+    std::fs::copy(&new.cert, &old.cert)?;
+    std::fs::copy(&new.key, &old.key)?;
+    member.hangup()?;
+    let deadline = Instant::now() + RELOAD_WAIT;
+    loop {
+        let (ok, out, err) = ctl(&base, Some(&new.ca), &["get", "/tls/rotated"])?;
+        if ok {
+            ensure!(out.trim() == "kept", "get after the rotation: {out}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the new certificate is not served {RELOAD_WAIT:?} after SIGHUP: {err}\n{}",
+            member.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out, _) = ctl(&base, Some(&old.ca), &["get", "/tls/rotated"])?;
+    ensure!(!ok, "the old certificate is still served: {out}");
+
+    // A broken file: the reload fails, the member says why and goes on
+    // serving the pair it has.
+    std::fs::write(&old.cert, "-----BEGIN CERTIFICATE-----\ntruncated")?;
+    member.hangup()?;
+    let deadline = Instant::now() + RELOAD_WAIT;
+    while !member
+        .log_tail(50)
+        .contains("cannot reload the certificate, still serving the one loaded before")
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "no failed reload logged {RELOAD_WAIT:?} after SIGHUP:\n{}",
+            member.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out, err) = ctl(&base, Some(&new.ca), &["get", "/tls/rotated"])?;
+    ensure!(
+        ok && out.trim() == "kept",
+        "serving after a failed reload: {err}{out}"
     );
     Ok(())
 }
