@@ -210,6 +210,11 @@ impl UpdateState {
         matches!(self, UpdateState::Failed | UpdateState::RolledBack)
     }
 
+    /// True between starting a download and confirming the new slot.
+    pub fn in_progress(self) -> bool {
+        !matches!(self, UpdateState::Idle | UpdateState::Updated) && !self.is_failure()
+    }
+
     /// The wire name, e.g. `waiting_for_lock`.
     pub fn as_str(self) -> &'static str {
         match self {

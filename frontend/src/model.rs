@@ -23,6 +23,8 @@ pub struct MemberRow {
     pub applied: Option<u64>,
     /// Log index the leader knows it holds (the leader's own: its applied index).
     pub matched: Option<u64>,
+    /// `healthy`, `unreachable`, or `behind by N` entries of the commit index.
+    pub health: String,
 }
 
 /// The Overview page: the control plane and the fleet at a glance.
@@ -50,6 +52,27 @@ pub struct Overview {
     pub locks: usize,
     /// Lock slots held, over all locks.
     pub lock_holders: usize,
+    /// Every update channel's rollout.
+    pub rollouts: Vec<RolloutRow>,
+}
+
+/// One channel's rollout at a glance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRow {
+    /// Channel name.
+    pub channel: String,
+    /// The version it rolls out, if any.
+    pub version: Option<String>,
+    /// `rolling`, `paused`, or `halted: <reason>` ([`ChannelRow::status`]).
+    pub status: String,
+    /// Machines that checked in on it.
+    pub machines: usize,
+    /// Of those, the ones running its version.
+    pub on_version: usize,
+    /// Of those, the ones between downloading and confirming.
+    pub updating: usize,
+    /// Of those, the ones whose last update failed or rolled back.
+    pub failed: usize,
 }
 
 /// One instance as a machine card shows it.
@@ -154,6 +177,19 @@ pub struct PayloadRow {
     pub uploaded_at: String,
     /// The channels pointing at it.
     pub channels: Vec<String>,
+}
+
+impl ChannelRow {
+    /// `rolling`, `paused`, or `halted: <reason>`.
+    pub fn status(&self) -> String {
+        if self.halted {
+            format!("halted: {}", self.halt_reason)
+        } else if self.paused {
+            "paused".into()
+        } else {
+            "rolling".into()
+        }
+    }
 }
 
 /// One machine's place in the update state machine (its last check-in).

@@ -1,7 +1,8 @@
 //! The dashboard without a browser: a real `shoal-server`, a machine
 //! registered the way an agent does (a TTL'd record under `/_shoal/machines`),
 //! units submitted through the API; the server-rendered pages must show what
-//! the API says (members and leader, an empty live chart, machines grouped by metadata with their
+//! the API says (members with leader and health, an empty live chart, each
+//! channel's rollout at a glance, machines grouped by metadata with their
 //! instances, units with placements, the reason one cannot be placed and a
 //! Journal button on each placed instance; a channel's policy, a machine's
 //! update state, the reboot-lock holder and the payload upload form; a
@@ -165,6 +166,8 @@ async fn pages_render_what_the_api_says() -> Result<()> {
             "<span>Leader</span><b>n1</b>",
             "<span>Machines</span><b>1</b>",
             "<span>Units</span><b>2</b>",
+            "<td class=\"health\">healthy</td>",
+            "No update channels.",
             "data-state=\"server-rendered\"",
             "id=\"writes-chart\"",
             "id=\"index-chart\"",
@@ -287,6 +290,16 @@ async fn views_and_actions_go_through_the_api() -> Result<()> {
             "name=\"signature\"",
             "name=\"channel\"",
             "<progress id=\"upload-progress\"",
+        ],
+    )?;
+    eprintln!("--- Overview: the channel's rollout at a glance");
+    let html = page(&http, &base, "/").await?;
+    must_contain(
+        &html,
+        "/",
+        &[
+            "<tr data-channel=\"stable\"><td class=\"name\">stable</td><td>—</td><td class=\"status\">rolling</td>",
+            "<td class=\"on-version\">0 / 1</td><td class=\"updating\">1</td><td class=\"failed\">0</td>",
         ],
     )?;
 

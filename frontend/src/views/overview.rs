@@ -1,5 +1,6 @@
-//! Overview: the control-plane members with leader, term and indexes, the
-//! fleet's counts, and a live chart of the last minute's writes per second and
+//! Overview: the control-plane members with leader, term, indexes and
+//! health, the fleet's counts, each update channel's rollout at a glance
+//! (machines on its version, updating, failed), and a live chart of the last minute's writes per second and
 //! indexes (fed by the event stream and the page's refetches; empty as the
 //! server renders it).
 
@@ -9,7 +10,7 @@ use super::{failure, or_dash, table};
 use crate::chart;
 use crate::data::load_overview;
 use crate::live::{use_live, Live};
-use crate::model::Overview;
+use crate::model::{Overview, RolloutRow};
 
 /// The Overview page.
 #[component]
@@ -80,6 +81,7 @@ fn body(o: Overview) -> AnyView {
                     <td>{or_dash(m.term)}</td>
                     <td>{or_dash(m.applied)}</td>
                     <td>{or_dash(m.matched)}</td>
+                    <td class="health">{m.health}</td>
                     <td>{m.client_url}</td>
                 </tr>
             }
@@ -123,9 +125,46 @@ fn body(o: Overview) -> AnyView {
         <h2>"Members"</h2>
         {table(
             "members",
-            &["Name", "Id", "Role", "Term", "Applied", "Matched", "Client URL"],
+            &["Name", "Id", "Role", "Term", "Applied", "Matched", "Health", "Client URL"],
             members,
         )}
+        <h2>"Rollouts"</h2>
+        {rollouts(o.rollouts)}
     }
     .into_any()
+}
+
+/// Each channel's rollout: its version and status, and how far its machines are.
+fn rollouts(list: Vec<RolloutRow>) -> AnyView {
+    if list.is_empty() {
+        return view! { <p class="empty" id="rollouts">"No update channels."</p> }.into_any();
+    }
+    let rows = list
+        .into_iter()
+        .map(|r| {
+            let name = r.channel.clone();
+            view! {
+                <tr data-channel=name>
+                    <td class="name">{r.channel}</td>
+                    <td>{r.version.unwrap_or_else(|| "—".into())}</td>
+                    <td class="status">{r.status}</td>
+                    <td class="on-version">{format!("{} / {}", r.on_version, r.machines)}</td>
+                    <td class="updating">{r.updating}</td>
+                    <td class="failed">{r.failed}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    table(
+        "rollouts",
+        &[
+            "Channel",
+            "Version",
+            "Status",
+            "On its version",
+            "Updating",
+            "Failed",
+        ],
+        rows,
+    )
 }

@@ -170,13 +170,7 @@ fn channels(list: Vec<ChannelRow>, pause: PauseAction) -> AnyView {
     let rows = list
         .into_iter()
         .map(|c| {
-            let status = if c.halted {
-                format!("halted: {}", c.halt_reason)
-            } else if c.paused {
-                "paused".into()
-            } else {
-                "rolling".into()
-            };
+            let status = c.status();
             let stopped = c.paused || c.halted;
             let windows = if c.windows.is_empty() {
                 "any time".to_string()

@@ -26,8 +26,8 @@ use chrono::{DateTime, Utc};
 use frontend::backend::{Answer, Backend, SharedBackend};
 use frontend::model::{
     ChannelRow, HistoryRow, InstanceRow, KeyDir, KeyNode, LockHolderRow, MachineCard,
-    MachineProgress, MemberRow, Overview, PayloadRow, PlacedInstance, UnitRow, UnitVerb,
-    UpdatesView,
+    MachineProgress, MemberRow, Overview, PayloadRow, PlacedInstance, RolloutRow, UnitRow,
+    UnitVerb, UpdatesView,
 };
 use futures::future::join_all;
 use leptos::prelude::{provide_context, LeptosOptions};
@@ -49,6 +49,8 @@ const PEER_STATS_TIMEOUT: Duration = Duration::from_millis(800);
 const BODY_LIMIT: usize = 64 << 20;
 /// How many update history entries the Updates page shows.
 const UPDATE_HISTORY: usize = 50;
+/// How far (in log entries) behind the commit index a member is shown `behind`.
+const BEHIND: u64 = 1000;
 /// How many cluster events the Events page shows.
 const EVENT_HISTORY: usize = 200;
 /// What a key keeps unescaped in a `/v2/keys` path: its slashes and the usual safe characters.
@@ -193,15 +195,23 @@ impl Source {
             Some(l) => self.leader_stats(l).await,
             None => None,
         };
-        let members: Vec<MemberRow> = list
+        let mut members: Vec<MemberRow> = list
             .iter()
             .zip(&all_stats)
             .map(|(m, s)| member_row(m, s.as_ref(), replication.as_ref()))
             .collect();
         let commit = replication.as_ref().map(|_| quorum_index(&members));
+        for m in &mut members {
+            m.health = health(m, commit);
+        }
         let view = self.fleet();
         let (instances_desired, instances_running) = launched_instances(&view);
         let held = locks::list(State(self.member.clone())).await.0.locks;
+        let (channels, machines) = self.channels_and_machines().await?;
+        let rollouts = channels
+            .into_iter()
+            .map(|c| rollout_row(channel_row(c), &machines))
+            .collect();
         Ok(Overview {
             leader: leader.map(|l| l.name.clone()),
             term: members.iter().filter_map(|m| m.term).max().unwrap_or(0),
@@ -214,7 +224,17 @@ impl Source {
             instances_running,
             locks: held.len(),
             lock_holders: held.iter().map(|l| l.holders.len()).sum(),
+            rollouts,
         })
+    }
+
+    /// Every channel, and every machine's last check-in, as `/api/v1/updates` lists them.
+    async fn channels_and_machines(&self) -> Result<(Vec<Channel>, Vec<MachineUpdate>), String> {
+        let u = || State(self.updates.clone());
+        let channels = json_of(updates::channels(u()).await).await?;
+        let query = updates::MachinesQuery { channel: None };
+        let machines = json_of(updates::machines(u(), Ok(Query(query))).await).await?;
+        Ok((channels, machines))
     }
 
     async fn read_machines(&self) -> Result<Vec<MachineCard>, String> {
@@ -279,16 +299,13 @@ impl Source {
 
     async fn read_updates(&self) -> Result<UpdatesView, String> {
         let u = || State(self.updates.clone());
-        let channels: Vec<Channel> = json_of(updates::channels(u()).await).await?;
+        let (channels, machines) = self.channels_and_machines().await?;
         let mut stored: Vec<PayloadMeta> = json_of(updates::payloads(u()).await).await?;
         stored.sort_by_key(|p| std::cmp::Reverse(p.uploaded_at));
         let payloads = stored
             .into_iter()
             .map(|p| payload_row(p, &channels))
             .collect();
-        let query = updates::MachinesQuery { channel: None };
-        let machines: Vec<MachineUpdate> =
-            json_of(updates::machines(u(), Ok(Query(query))).await).await?;
         let query = updates::HistoryQuery {
             limit: Some(UPDATE_HISTORY),
         };
@@ -630,6 +647,37 @@ fn member_row(m: &WireMember, stats: Option<&Value>, replication: Option<&Value>
         term: stats.and_then(|s| s["term"].as_u64()),
         applied,
         matched,
+        health: String::new(),
+    }
+}
+
+/// A member's health in words: `unreachable` when its stats did not answer,
+/// `behind by N` when the leader knows it holds more than [`BEHIND`] entries
+/// less than the commit index, else `healthy`.
+fn health(m: &MemberRow, commit: Option<u64>) -> String {
+    if m.role == "unreachable" {
+        return m.role.clone();
+    }
+    match (commit, m.matched) {
+        (Some(c), Some(held)) if c.saturating_sub(held) > BEHIND => {
+            format!("behind by {}", c - held)
+        }
+        _ => "healthy".into(),
+    }
+}
+
+/// A channel's rollout over the machines that checked in on it.
+fn rollout_row(c: ChannelRow, machines: &[MachineUpdate]) -> RolloutRow {
+    let on: Vec<&MachineUpdate> = machines.iter().filter(|m| m.channel == c.name).collect();
+    let count = |f: &dyn Fn(&MachineUpdate) -> bool| on.iter().filter(|m| f(m)).count();
+    RolloutRow {
+        status: c.status(),
+        machines: on.len(),
+        on_version: count(&|m| c.version.as_deref() == Some(m.version.as_str())),
+        updating: count(&|m| m.state.in_progress()),
+        failed: count(&|m| m.state.is_failure()),
+        channel: c.name,
+        version: c.version,
     }
 }
 
@@ -700,6 +748,8 @@ fn unit_row(s: UnitStatus) -> UnitRow {
 
 #[cfg(test)]
 mod tests {
+    use api::updates::UpdateState;
+
     use super::*;
 
     fn row(matched: Option<u64>) -> MemberRow {
@@ -711,6 +761,7 @@ mod tests {
             term: Some(1),
             applied: None,
             matched,
+            health: String::new(),
         }
     }
 
@@ -720,5 +771,58 @@ mod tests {
         assert_eq!(quorum_index(&[row(Some(9)), row(Some(5)), row(None)]), 5);
         let five = [Some(10), Some(9), Some(3), Some(2), None].map(row);
         assert_eq!(quorum_index(&five), 3);
+    }
+
+    #[test]
+    fn health_says_unreachable_behind_or_healthy() {
+        let mut gone = row(None);
+        gone.role = "unreachable".into();
+        assert_eq!(health(&gone, Some(5000)), "unreachable");
+        assert_eq!(health(&row(Some(3000)), Some(5000)), "behind by 2000");
+        assert_eq!(health(&row(Some(4500)), Some(5000)), "healthy");
+        assert_eq!(health(&row(None), None), "healthy");
+    }
+
+    fn checked_in(channel: &str, version: &str, state: UpdateState) -> MachineUpdate {
+        MachineUpdate {
+            machine_id: format!("{channel}-{version}-{state}"),
+            channel: channel.into(),
+            version: version.into(),
+            state,
+            target: None,
+            error: String::new(),
+            proceed: false,
+            since: Utc::now(),
+            last_checkin: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_rollout_counts_its_channels_machines() {
+        let channel = ChannelRow {
+            name: "stable".into(),
+            version: Some("2.0".into()),
+            max_reboots: 1,
+            canaries: 0,
+            windows: Vec::new(),
+            timezone: "UTC".into(),
+            failure_threshold: 1,
+            paused: true,
+            halted: false,
+            halt_reason: String::new(),
+        };
+        let machines = [
+            checked_in("stable", "2.0", UpdateState::Updated),
+            checked_in("stable", "2.0", UpdateState::Idle),
+            checked_in("stable", "1.0", UpdateState::Rebooting),
+            checked_in("stable", "1.0", UpdateState::RolledBack),
+            checked_in("beta", "2.0", UpdateState::Downloading),
+        ];
+        let r = rollout_row(channel, &machines);
+        assert_eq!(r.status, "paused");
+        assert_eq!(
+            (r.machines, r.on_version, r.updating, r.failed),
+            (4, 2, 1, 1)
+        );
     }
 }
