@@ -38,6 +38,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context as _, Result};
 use api::fleet::Machine;
 use api::Client;
+use clap::Parser;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use futures::stream::{self, StreamExt as _};
 use serde_json::{json, Value};
@@ -47,6 +48,8 @@ use tokio::time::Instant;
 
 #[path = "common/chromium.rs"]
 mod chromium;
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/fleet.rs"]
 mod fleet;
 #[path = "common/server.rs"]
@@ -105,80 +108,60 @@ return {
   wasm_transfer: wasm ? wasm.transferSize : null,
 };";
 
-const USAGE: &str = "\
-dashboard-bench: the dashboard of a real shoal-server with a large simulated fleet
-
-Options (all optional):
-  --server PATH       shoal-server binary (default: <workspace>/target/release/shoal-server)
-  --pkg-dir PATH      the wasm package it serves (default: <workspace>/target/site/pkg)
-  --machines N        simulated machines (default 1000)
-  --instances N       unit instances, as N / --replicas units (default 10000)
-  --replicas N        replicas per unit (default 100)
-  --requests N        server-rendered requests per page (default 20)
-  --runs N            Chromium loads per page, cold cache and warm cache each (default 5)
-  --dashboards N      event-stream subscribers (default 100)
-  --writes N          key writes while they listen (default 2000)
-  --in-flight N       writes in flight (default 16)
-  --timeout SECS      deadline for the whole run (default 900)
-  --keep              keep the server's data dir (its log is always kept)
-";
-
-/// Command-line options.
-#[derive(Debug, Clone)]
+/// The dashboard of a real shoal-server with a large simulated fleet.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "dashboard-bench", args_override_self = true)]
 struct Opts {
+    /// The shoal-server binary.
+    #[arg(long, value_name = "PATH", default_value_os_t = cli::release_server())]
     server: PathBuf,
+    /// The wasm package it serves.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value_os_t = cli::workspace_root().join("target/site/pkg")
+    )]
     pkg_dir: PathBuf,
+    /// Simulated machines.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     machines: usize,
+    /// Unit instances, as N / --replicas units.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
     instances: usize,
+    /// Replicas per unit.
+    #[arg(long, value_name = "N", default_value_t = 100)]
     replicas: u32,
+    /// Server-rendered requests per page.
+    #[arg(long, value_name = "N", default_value_t = 20)]
     requests: usize,
+    /// Chromium loads per page, cold cache and warm cache each.
+    #[arg(long, value_name = "N", default_value_t = 5)]
     runs: usize,
+    /// Event-stream subscribers.
+    #[arg(long, value_name = "N", default_value_t = 100)]
     dashboards: usize,
+    /// Key writes while they listen.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
     writes: usize,
+    /// Writes in flight.
+    #[arg(long, value_name = "N", default_value_t = 16)]
     in_flight: usize,
+    /// Deadline for the whole run, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "900",
+        value_parser = cli::duration(Duration::from_secs)
+    )]
     timeout: Duration,
+    /// Keep the server's data dir (its log is always kept).
+    #[arg(long)]
     keep: bool,
 }
 
-fn parse_opts() -> Result<Option<Opts>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let root = std::fs::canonicalize(&root).unwrap_or(root);
-    let mut opts = Opts {
-        server: root.join("target/release/shoal-server"),
-        pkg_dir: root.join("target/site/pkg"),
-        machines: 1000,
-        instances: 10_000,
-        replicas: 100,
-        requests: 20,
-        runs: 5,
-        dashboards: 100,
-        writes: 2000,
-        in_flight: 16,
-        timeout: Duration::from_secs(900),
-        keep: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--server" => opts.server = PathBuf::from(value()?),
-            "--pkg-dir" => opts.pkg_dir = PathBuf::from(value()?),
-            "--machines" => opts.machines = value()?.parse().context("--machines")?,
-            "--instances" => opts.instances = value()?.parse().context("--instances")?,
-            "--replicas" => opts.replicas = value()?.parse().context("--replicas")?,
-            "--requests" => opts.requests = value()?.parse().context("--requests")?,
-            "--runs" => opts.runs = value()?.parse().context("--runs")?,
-            "--dashboards" => opts.dashboards = value()?.parse().context("--dashboards")?,
-            "--writes" => opts.writes = value()?.parse().context("--writes")?,
-            "--in-flight" => opts.in_flight = value()?.parse().context("--in-flight")?,
-            "--timeout" => {
-                opts.timeout = Duration::from_secs(value()?.parse().context("--timeout")?)
-            }
-            "--keep" => opts.keep = true,
-            other => bail!("unknown option {other:?}\n\n{USAGE}"),
-        }
-    }
+/// The options on the command line, checked where clap cannot.
+fn parse_opts() -> Result<Opts> {
+    let opts = Opts::parse();
     ensure!(opts.machines > 0, "need at least one machine");
     ensure!(
         opts.replicas > 0 && opts.instances.is_multiple_of(opts.replicas as usize),
@@ -189,15 +172,12 @@ fn parse_opts() -> Result<Option<Opts>> {
         "--requests, --runs, --dashboards and --writes must be at least 1"
     );
     ensure!(opts.in_flight > 0, "--in-flight must be at least 1");
-    Ok(Some(opts))
+    Ok(opts)
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Some(opts) = parse_opts()? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+    let opts = parse_opts()?;
     let run_dir = server::run_dir("shoal-dashboard.")?;
     let pkg = opts.pkg_dir.display().to_string();
     let mut server = Server::start(

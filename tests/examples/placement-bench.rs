@@ -28,9 +28,12 @@ use anyhow::{bail, Context as _, Result};
 use api::client::{DeleteOptions, GetOptions};
 use api::fleet::{Machine, Unit, MACHINES_DIR, PLACEMENTS_DIR, UNPLACED_DIR};
 use api::Client;
+use clap::{value_parser, Parser};
 use futures::stream::{self, StreamExt as _};
 use tokio::time::Instant;
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/fleet.rs"]
 mod fleet;
 #[path = "common/server.rs"]
@@ -48,79 +51,70 @@ const GLOBAL_UNIT: &str = "node-exporter";
 /// Nomad's C1M: a million containers on 5,000 hosts in under 5 minutes.
 const NOMAD_C1M_PER_SEC: f64 = 3_300.0;
 
-const USAGE: &str = "\
-placement-bench: the fleet engine at scale against a real shoal-server
-
-Options (all optional):
-  --server PATH       shoal-server binary (default: <workspace>/target/release/shoal-server)
-  --machines N        simulated machines (default 1000)
-  --units N           replicated units (default 90)
-  --replicas N        replicas per replicated unit (default 100, at most 1000)
-  --kill N            machines that die in phase 2 (default 100)
-  --timeout SECS      deadline for the whole run (default 600)
-  --poll-ms MS        how often placements are counted (default 100)
-  --hold SECS         after the move, wait this long (renewals only) and check nothing
-                      moved and no machine lapsed (default 35, beyond the 30 s TTL)
-  --keep              keep the server's data dir (its log is always kept)
-";
-
-/// Command-line options.
-#[derive(Debug, Clone)]
+/// The fleet engine at scale against a real shoal-server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "placement-bench", args_override_self = true)]
 struct Opts {
+    /// The shoal-server binary.
+    #[arg(long, value_name = "PATH", default_value_os_t = cli::release_server())]
     server: PathBuf,
+    /// Simulated machines.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     machines: usize,
+    /// Replicated units.
+    #[arg(long, value_name = "N", default_value_t = 90)]
     units: usize,
+    /// Replicas per replicated unit, 2 to 1000.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        value_parser = value_parser!(u32).range(2..=1000)
+    )]
     replicas: u32,
+    /// Machines that die in phase 2.
+    #[arg(long, value_name = "N", default_value_t = 100)]
     kill: usize,
+    /// Deadline for the whole run, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "600",
+        value_parser = cli::duration(Duration::from_secs)
+    )]
     timeout: Duration,
+    /// How often placements are counted, in milliseconds.
+    #[arg(
+        long = "poll-ms",
+        value_name = "MS",
+        default_value = "100",
+        value_parser = cli::duration(Duration::from_millis)
+    )]
     poll: Duration,
+    /// Seconds to wait after the move (renewals only), then check nothing moved
+    /// and no machine lapsed; the default outlasts the 30 s lease TTL.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "35",
+        value_parser = cli::duration(Duration::from_secs)
+    )]
     hold: Duration,
+    /// Keep the server's data dir (its log is always kept).
+    #[arg(long)]
     keep: bool,
 }
 
-fn parse_opts() -> Result<Option<Opts>> {
-    let mut opts = Opts {
-        server: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/shoal-server"),
-        machines: 1000,
-        units: 90,
-        replicas: 100,
-        kill: 100,
-        timeout: Duration::from_secs(600),
-        poll: Duration::from_millis(100),
-        hold: Duration::from_secs(35),
-        keep: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--server" => opts.server = PathBuf::from(value()?),
-            "--machines" => opts.machines = value()?.parse().context("--machines")?,
-            "--units" => opts.units = value()?.parse().context("--units")?,
-            "--replicas" => opts.replicas = value()?.parse().context("--replicas")?,
-            "--kill" => opts.kill = value()?.parse().context("--kill")?,
-            "--timeout" => {
-                opts.timeout = Duration::from_secs(value()?.parse().context("--timeout")?)
-            }
-            "--poll-ms" => {
-                opts.poll = Duration::from_millis(value()?.parse().context("--poll-ms")?)
-            }
-            "--hold" => opts.hold = Duration::from_secs(value()?.parse().context("--hold")?),
-            "--keep" => opts.keep = true,
-            other => bail!("unknown option {other:?}\n\n{USAGE}"),
-        }
-    }
+/// The options on the command line, checked where clap cannot.
+fn parse_opts() -> Result<Opts> {
+    let opts = Opts::parse();
     if opts.machines == 0 || opts.kill >= opts.machines {
         bail!("need at least one machine, and fewer dying machines than machines");
-    }
-    if opts.replicas < 2 || opts.replicas > 1000 {
-        bail!("--replicas must be 2..=1000");
     }
     if opts.kill > 0 && opts.machines - opts.kill < opts.replicas as usize {
         bail!("units that conflict with themselves need at least --replicas live machines");
     }
-    Ok(Some(opts))
+    Ok(opts)
 }
 
 /// The machines that die: every tenth, offset so zones and disks are mixed.
@@ -335,10 +329,7 @@ fn log_warnings(log: &Path) -> (usize, Vec<String>) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Some(opts) = parse_opts()? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+    let opts = parse_opts()?;
     let run_dir = server::run_dir("shoal-placement.")?;
     let mut server = Server::start(&opts.server, &run_dir, "placement-bench", &[] as &[&str])?;
     eprintln!("bench: shoal-server pid {} on {}", server.pid(), server.url);

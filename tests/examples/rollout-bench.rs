@@ -57,6 +57,7 @@ use api::updates::{
     UploadQuery, REBOOT_LOCK,
 };
 use api::Client;
+use clap::{Parser, ValueEnum};
 use futures::stream::{self, StreamExt as _};
 use node_agent::lease::{Lease, LeaseState};
 use node_agent::slots::{create_image, ImageLayout, Slot};
@@ -68,6 +69,8 @@ use rand::{Rng as _, RngCore as _, SeedableRng as _};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/server.rs"]
 mod server;
 use server::{clock_ticks, proc_stats, Server};
@@ -96,112 +99,118 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// The agent's download piece: fsynced and checkpointed each.
 const PIECE: u64 = download::PIECE;
 
-const USAGE: &str = "\
-rollout-bench: OS update benchmarks against a real shoal-server
-
-  --mode rollout|download   which benchmark (default rollout)
-
-Common options:
-  --server PATH       shoal-server binary (default: <workspace>/target/release/shoal-server)
-  --timeout SECS      deadline for the whole run (default 170)
-  --keep              keep the server's data dir (its log is always kept)
-
-Rollout options:
-  --hosts N           simulated hosts (default 50)
-  --max-reboots N     the channel's max_reboots, the reboot semaphore's limit (default 5)
-  --reboot-ms MS      simulated reboot time (default 2000)
-  --health-ms MS      health checks pass this long after the boot (default 1000)
-  --interval-ms MS    check-in interval (default 250; busy steps poll every min(interval, 1 s))
-  --lock-poll-ms MS   how often GET /api/v1/locks/reboot is polled (default 50)
-  --warmup-secs S     hosts check in this long before the channel points at the new version (default 2)
-  --steady-secs S     after the rollout, measure plain check-ins this long (default 5)
-
-Download options:
-  --clients N         concurrent downloaders (default 10)
-  --size-mib N        payload size in MiB (default 256)
-  --rounds N          rounds of the three passes, interleaved (default 3)
-";
-
 /// Which benchmark runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     Rollout,
     Download,
 }
 
-/// Command-line options.
-#[derive(Debug, Clone)]
+/// OS update benchmarks against a real shoal-server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "rollout-bench", args_override_self = true)]
 struct Opts {
+    /// Which benchmark.
+    #[arg(long, value_enum, default_value_t = Mode::Rollout)]
     mode: Mode,
+    /// The shoal-server binary.
+    #[arg(long, value_name = "PATH", default_value_os_t = cli::release_server())]
     server: PathBuf,
+    /// Deadline for the whole run, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "170",
+        value_parser = cli::duration(Duration::from_secs)
+    )]
     timeout: Duration,
+    /// Keep the server's data dir (its log is always kept).
+    #[arg(long)]
     keep: bool,
+    /// Simulated hosts.
+    #[arg(long, value_name = "N", default_value_t = 50, help_heading = "Rollout")]
     hosts: usize,
+    /// The channel's max_reboots, the reboot semaphore's limit.
+    #[arg(long, value_name = "N", default_value_t = 5, help_heading = "Rollout")]
     max_reboots: u32,
+    /// Simulated reboot time, in milliseconds.
+    #[arg(
+        long = "reboot-ms",
+        value_name = "MS",
+        default_value = "2000",
+        value_parser = cli::duration(Duration::from_millis),
+        help_heading = "Rollout"
+    )]
     reboot: Duration,
+    /// Health checks pass this many milliseconds after the boot.
+    #[arg(
+        long = "health-ms",
+        value_name = "MS",
+        default_value = "1000",
+        value_parser = cli::duration(Duration::from_millis),
+        help_heading = "Rollout"
+    )]
     health: Duration,
+    /// Check-in interval in milliseconds; busy steps poll every min(interval, 1 s).
+    #[arg(
+        long = "interval-ms",
+        value_name = "MS",
+        default_value = "250",
+        value_parser = cli::duration(Duration::from_millis),
+        help_heading = "Rollout"
+    )]
     interval: Duration,
+    /// How often GET /api/v1/locks/reboot is polled, in milliseconds.
+    #[arg(
+        long = "lock-poll-ms",
+        value_name = "MS",
+        default_value = "50",
+        value_parser = cli::duration(Duration::from_millis),
+        help_heading = "Rollout"
+    )]
     lock_poll: Duration,
+    /// Hosts check in this many seconds before the channel points at the new version.
+    #[arg(
+        long = "warmup-secs",
+        value_name = "SECS",
+        default_value = "2",
+        value_parser = cli::duration(Duration::from_secs),
+        help_heading = "Rollout"
+    )]
     warmup: Duration,
+    /// After the rollout, measure plain check-ins this many seconds.
+    #[arg(
+        long = "steady-secs",
+        value_name = "SECS",
+        default_value = "5",
+        value_parser = cli::duration(Duration::from_secs),
+        help_heading = "Rollout"
+    )]
     steady: Duration,
+    /// Concurrent downloaders.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        help_heading = "Download"
+    )]
     clients: usize,
+    /// Payload size in MiB.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 256,
+        help_heading = "Download"
+    )]
     size_mib: u64,
+    /// Rounds of the four passes, interleaved.
+    #[arg(long, value_name = "N", default_value_t = 3, help_heading = "Download")]
     rounds: usize,
 }
 
-fn parse_opts() -> Result<Option<Opts>> {
-    let mut opts = Opts {
-        mode: Mode::Rollout,
-        server: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/shoal-server"),
-        timeout: Duration::from_secs(170),
-        keep: false,
-        hosts: 50,
-        max_reboots: 5,
-        reboot: Duration::from_millis(2000),
-        health: Duration::from_millis(1000),
-        interval: Duration::from_millis(250),
-        lock_poll: Duration::from_millis(50),
-        warmup: Duration::from_secs(2),
-        steady: Duration::from_secs(5),
-        clients: 10,
-        size_mib: 256,
-        rounds: 3,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
-        let ms = |v: String, what: &str| -> Result<Duration> {
-            Ok(Duration::from_millis(v.parse().context(what.to_owned())?))
-        };
-        let s = |v: String, what: &str| -> Result<Duration> {
-            Ok(Duration::from_secs(v.parse().context(what.to_owned())?))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--mode" => {
-                opts.mode = match value()?.as_str() {
-                    "rollout" => Mode::Rollout,
-                    "download" => Mode::Download,
-                    other => bail!("--mode must be rollout or download, not {other:?}"),
-                }
-            }
-            "--server" => opts.server = PathBuf::from(value()?),
-            "--timeout" => opts.timeout = s(value()?, "--timeout")?,
-            "--keep" => opts.keep = true,
-            "--hosts" => opts.hosts = value()?.parse().context("--hosts")?,
-            "--max-reboots" => opts.max_reboots = value()?.parse().context("--max-reboots")?,
-            "--reboot-ms" => opts.reboot = ms(value()?, "--reboot-ms")?,
-            "--health-ms" => opts.health = ms(value()?, "--health-ms")?,
-            "--interval-ms" => opts.interval = ms(value()?, "--interval-ms")?,
-            "--lock-poll-ms" => opts.lock_poll = ms(value()?, "--lock-poll-ms")?,
-            "--warmup-secs" => opts.warmup = s(value()?, "--warmup-secs")?,
-            "--steady-secs" => opts.steady = s(value()?, "--steady-secs")?,
-            "--clients" => opts.clients = value()?.parse().context("--clients")?,
-            "--size-mib" => opts.size_mib = value()?.parse().context("--size-mib")?,
-            "--rounds" => opts.rounds = value()?.parse().context("--rounds")?,
-            other => bail!("unknown option {other:?}\n\n{USAGE}"),
-        }
-    }
+/// The options on the command line, checked where clap cannot.
+fn parse_opts() -> Result<Opts> {
+    let opts = Opts::parse();
     if opts.hosts == 0
         || opts.max_reboots == 0
         || opts.clients == 0
@@ -213,7 +222,7 @@ fn parse_opts() -> Result<Option<Opts>> {
     if opts.interval.is_zero() || opts.lock_poll.is_zero() {
         bail!("--interval-ms and --lock-poll-ms must be at least 1");
     }
-    Ok(Some(opts))
+    Ok(opts)
 }
 
 /// Lines of the server log at WARN or ERROR (ANSI colours are off: `NO_COLOR`).
@@ -1725,10 +1734,7 @@ async fn download_bench(
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Some(opts) = parse_opts()? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+    let opts = parse_opts()?;
     let prefix = match opts.mode {
         Mode::Rollout => "shoal-rollout.",
         Mode::Download => "shoal-download.",

@@ -14,159 +14,106 @@
 //! every member is SIGKILLed on exit. Run it with `bench/watch.sh` or
 //! `bench/recovery.sh`, or `cargo run --release -p tests --example cluster-bench -- --help`.
 
+#[path = "../common/cli.rs"]
+mod cli;
 mod cluster;
 mod recovery;
 mod watch;
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use clap::{ArgAction, Parser};
 use serde::Serialize;
 
 use cluster::{Cluster, System};
 use recovery::{RecoveryOpts, RecoveryResult};
 use watch::{Latency, RoundResult, WatchOpts};
 
-const USAGE: &str = "\
-cluster-bench: watch fan-out and recovery against real 3-member clusters
-
-Options (all optional):
-  --mode watch|recovery   which benchmark (default watch)
-  --shoal PATH            shoal-server binary (default: <workspace>/target/release/shoal-server)
-  --etcd PATH             etcd binary (default: etcd on PATH)
-  --systems LIST          comma-separated shoal,etcd (default both)
-  --longpoll N            watch: long-poll watchers (default 10000)
-  --sse N                 watch: event-stream subscribers, Shoal only (default 1000)
-  --writes N              watch: writes to the watched key (default 20)
-  --sources N             watch: loopback source addresses 127.0.0.1..N (default 4)
-  --watch-on leader|follower  watch: where the watchers connect (default leader)
-  --keys N                recovery: keys to load (default 1000000)
-  --concurrency N         recovery: PUTs in flight while loading (default 128)
-  --value-bytes N         recovery: bytes per value (default 64)
-  --catch-up-secs N       recovery: longest wait for the wiped member (default 600)
-  --snapshot-count N      recovery: Shoal's --snapshot-count (default: the server's, 10000)
-  --heartbeat-ms N        --heartbeat-interval of every member (default 100)
-  --election-ms N         --election-timeout of every member (default 1000)
-  --json PATH             also write the figures as JSON
-  --timeout SECS          bound on the whole run (default 1800)
-  --keep                  keep the run dir (data dirs and member logs)
-";
-
-/// Parsed options.
+/// Watch fan-out and recovery against real 3-member clusters.
+#[derive(Parser)]
+#[command(name = "cluster-bench", args_override_self = true)]
 struct Opts {
+    /// Which benchmark.
+    #[arg(long, default_value = "watch", value_parser = ["watch", "recovery"])]
     mode: String,
+    /// The shoal-server binary.
+    #[arg(long, value_name = "PATH", default_value_os_t = cli::release_server())]
     shoal: PathBuf,
+    /// The etcd binary, looked up on PATH.
+    #[arg(long, value_name = "PATH", default_value = "etcd", value_parser = on_path)]
     etcd: PathBuf,
+    /// The systems to run, comma-separated: shoal, etcd.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "shoal,etcd",
+        value_parser = system,
+        action = ArgAction::Set
+    )]
     systems: Vec<System>,
-    watch: WatchOpts,
-    recovery: RecoveryOpts,
+    /// The --heartbeat-interval of every member, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
     heartbeat_ms: u64,
+    /// The --election-timeout of every member, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
     election_ms: u64,
-    snapshot_count: Option<u64>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Bound on the whole run, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "1800",
+        value_parser = cli::duration(Duration::from_secs)
+    )]
     timeout: Duration,
+    /// Keep the run dir (data dirs and member logs).
+    #[arg(long)]
     keep: bool,
+    /// The watch round's sizes.
+    #[command(flatten, next_help_heading = "Watch")]
+    watch: WatchOpts,
+    /// The recovery load.
+    #[command(flatten, next_help_heading = "Recovery")]
+    recovery: RecoveryOpts,
+    /// Shoal's --snapshot-count (default: the server's, 10000).
+    #[arg(long, value_name = "N", help_heading = "Recovery")]
+    snapshot_count: Option<u64>,
 }
 
-/// `name` found on `PATH`, or `name` itself.
-fn on_path(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
+/// `name` found on `PATH`, or `name` itself: the `--etcd` parser, which never fails.
+fn on_path(name: &str) -> Result<PathBuf, Infallible> {
+    Ok(std::env::var_os("PATH")
         .and_then(|paths| {
             std::env::split_paths(&paths)
                 .map(|d| d.join(name))
                 .find(|p| p.is_file())
         })
-        .unwrap_or_else(|| PathBuf::from(name))
+        .unwrap_or_else(|| PathBuf::from(name)))
 }
 
-fn parse_opts() -> Result<Option<Opts>> {
-    let mut opts = Opts {
-        mode: "watch".into(),
-        shoal: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/shoal-server"),
-        etcd: on_path("etcd"),
-        systems: vec![System::Shoal, System::Etcd],
-        watch: WatchOpts {
-            longpoll: 10_000,
-            sse: 1000,
-            writes: 20,
-            sources: 4,
-            on_leader: true,
-        },
-        recovery: RecoveryOpts {
-            keys: 1_000_000,
-            concurrency: 128,
-            value_bytes: 64,
-            catch_up_timeout: Duration::from_secs(600),
-        },
-        heartbeat_ms: 100,
-        election_ms: 1000,
-        snapshot_count: None,
-        json: None,
-        timeout: Duration::from_secs(1800),
-        keep: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--mode" => opts.mode = value()?,
-            "--shoal" => opts.shoal = PathBuf::from(value()?),
-            "--etcd" => opts.etcd = on_path(&value()?),
-            "--systems" => {
-                opts.systems = value()?
-                    .split(',')
-                    .map(|s| match s.trim() {
-                        "shoal" => Ok(System::Shoal),
-                        "etcd" => Ok(System::Etcd),
-                        other => bail!("--systems: unknown system {other:?}"),
-                    })
-                    .collect::<Result<_>>()?
-            }
-            "--longpoll" => opts.watch.longpoll = value()?.parse().context("--longpoll")?,
-            "--sse" => opts.watch.sse = value()?.parse().context("--sse")?,
-            "--writes" => opts.watch.writes = value()?.parse().context("--writes")?,
-            "--sources" => opts.watch.sources = value()?.parse().context("--sources")?,
-            "--watch-on" => {
-                opts.watch.on_leader = match value()?.as_str() {
-                    "leader" => true,
-                    "follower" => false,
-                    other => bail!("--watch-on: leader or follower, not {other:?}"),
-                }
-            }
-            "--keys" => opts.recovery.keys = value()?.parse().context("--keys")?,
-            "--concurrency" => {
-                opts.recovery.concurrency = value()?.parse().context("--concurrency")?
-            }
-            "--value-bytes" => {
-                opts.recovery.value_bytes = value()?.parse().context("--value-bytes")?
-            }
-            "--heartbeat-ms" => opts.heartbeat_ms = value()?.parse().context("--heartbeat-ms")?,
-            "--election-ms" => opts.election_ms = value()?.parse().context("--election-ms")?,
-            "--catch-up-secs" => {
-                opts.recovery.catch_up_timeout =
-                    Duration::from_secs(value()?.parse().context("--catch-up-secs")?)
-            }
-            "--snapshot-count" => {
-                opts.snapshot_count = Some(value()?.parse().context("--snapshot-count")?)
-            }
-            "--json" => opts.json = Some(PathBuf::from(value()?)),
-            "--timeout" => {
-                opts.timeout = Duration::from_secs(value()?.parse().context("--timeout")?)
-            }
-            "--keep" => opts.keep = true,
-            other => bail!("unknown option {other:?}\n\n{USAGE}"),
-        }
+/// One entry of `--systems`.
+fn system(name: &str) -> Result<System> {
+    match name.trim() {
+        "shoal" => Ok(System::Shoal),
+        "etcd" => Ok(System::Etcd),
+        other => bail!("unknown system {other:?}"),
     }
-    if !matches!(opts.mode.as_str(), "watch" | "recovery") {
-        bail!("--mode must be watch or recovery");
-    }
+}
+
+/// The options on the command line, checked where clap cannot.
+fn parse_opts() -> Result<Opts> {
+    let opts = Opts::parse();
     if opts.watch.writes == 0 || opts.watch.sources == 0 {
         bail!("--writes and --sources must be at least 1");
     }
-    Ok(Some(opts))
+    Ok(opts)
 }
 
 /// Everything `--json` writes.
@@ -183,10 +130,7 @@ struct Report<'a> {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    let Some(opts) = parse_opts()? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+    let opts = parse_opts()?;
     let dir = tempfile::Builder::new()
         .prefix(&format!("shoal-{}.", opts.mode))
         .tempdir()

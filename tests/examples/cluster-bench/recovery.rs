@@ -17,10 +17,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use clap::Args;
 use futures::stream::{self, StreamExt as _};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::cli;
 use crate::cluster::{get_json, is_healthy, put_value, Cluster, System};
 
 /// The key written after the load, read on the recovered member.
@@ -35,15 +37,24 @@ const MAX_REPORTED: usize = 5;
 const POLL: Duration = Duration::from_millis(50);
 
 /// How big the load is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Args)]
 pub struct RecoveryOpts {
     /// Keys to load.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub keys: usize,
     /// PUTs in flight during the load.
+    #[arg(long, value_name = "N", default_value_t = 128)]
     pub concurrency: usize,
     /// Bytes per value.
+    #[arg(long, value_name = "N", default_value_t = 64)]
     pub value_bytes: usize,
-    /// Longest wait for the wiped member to catch up.
+    /// Longest wait for the wiped member to catch up, in seconds.
+    #[arg(
+        long = "catch-up-secs",
+        value_name = "SECS",
+        default_value = "600",
+        value_parser = cli::duration(Duration::from_secs)
+    )]
     pub catch_up_timeout: Duration,
 }
 

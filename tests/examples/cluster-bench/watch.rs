@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use clap::{ArgAction, Args};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -36,18 +38,29 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for the watcher tasks to finish after the last write.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What one round runs.
-#[derive(Debug, Clone)]
+/// What one round runs; the command line gives the largest round's.
+#[derive(Debug, Clone, Args)]
 pub struct WatchOpts {
     /// Long-poll watchers.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub longpoll: usize,
-    /// Event-stream subscribers.
+    /// Event-stream subscribers (Shoal only).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     pub sse: usize,
-    /// Writes the writer makes.
+    /// Writes the writer makes to the watched key.
+    #[arg(long, value_name = "N", default_value_t = 20)]
     pub writes: usize,
-    /// Loopback source addresses the watchers spread over (127.0.0.1..).
+    /// Loopback source addresses the watchers spread over (127.0.0.1 to 127.0.0.N).
+    #[arg(long, value_name = "N", default_value_t = 4)]
     pub sources: u8,
-    /// Watch on the leader (else on a follower; writes always go to the leader).
+    /// Where the watchers connect: the leader or a follower (writes always go to the leader).
+    #[arg(
+        long = "watch-on",
+        value_name = "MEMBER",
+        default_value = "leader",
+        value_parser = PossibleValuesParser::new(["leader", "follower"]).map(|on| on == "leader"),
+        action = ArgAction::Set
+    )]
     pub on_leader: bool,
 }
 
