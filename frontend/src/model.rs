@@ -95,7 +95,9 @@ pub struct MachineCard {
     pub addresses: Vec<String>,
     /// Operator metadata (`region=eu`).
     pub metadata: BTreeMap<String, String>,
-    /// `up` or `draining` (a machine whose lease lapsed is no longer listed).
+    /// `up`, `draining` (by an operator or for an update), `rebooting` (into
+    /// an update), or `lease lost` (its lease lapsed while instances are still
+    /// placed on it; only its id and those instances are known).
     pub state: String,
     /// OS version, if the update engine reported one.
     pub os_version: String,

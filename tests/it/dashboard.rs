@@ -11,7 +11,9 @@
 //! `/ui/fn`) must change what the API says or answer the API's error in
 //! words, and `/api/v1/events` must deliver a key-space change as a
 //! server-sent event, under `/_shoal` or under a chosen prefix. A Topology
-//! of 1,000 machines shows every group's count and a bounded number of cards.
+//! of 1,000 machines shows every group's count and a bounded number of cards;
+//! a machine rebooting into an update, and one whose lease lapsed with an
+//! instance still placed on it, say so on their cards.
 //! With `SHOAL_REQUIRE_WASM=1` (CI, after scripts/build-frontend) the wasm
 //! package must be served at `/pkg`.
 
@@ -238,6 +240,92 @@ async fn pages_render_what_the_api_says() -> Result<()> {
             "--- no wasm package (scripts/build-frontend): pages are not checked for hydration"
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_shows_rebooting_and_lost_machines() -> Result<()> {
+    let cluster = Cluster::start_with(Flavor::Shoal, 1, &[]).await?;
+    let base = cluster.members[0].client_url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()?;
+
+    eprintln!("--- a machine checks in rebooting into an update");
+    register(
+        &http,
+        &base,
+        &json!({"id": "reboot-m1", "hostname": "reboot-host", "cpu_millis": 1000, "memory_mb": 512}),
+    )
+    .await?;
+    let resp = http
+        .put(format!("{base}/api/v1/updates/channels/stable"))
+        .json(&json!({"max_reboots": 1}))
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "channel: {}", resp.status());
+    let resp = http
+        .post(format!("{base}/api/v1/updates/checkin"))
+        .json(
+            &json!({"machine_id": "reboot-m1", "channel": "stable", "version": "1.0.0",
+                      "state": "rebooting", "target": "1.1.0"}),
+        )
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "check-in: {}", resp.status());
+
+    eprintln!("--- a machine with an exclusive instance loses its lease");
+    let lost =
+        json!({"id": "lost-m1", "hostname": "lost-host", "cpu_millis": 1000, "memory_mb": 512});
+    let resp = http
+        .put(format!("{base}/v2/keys/_shoal/machines/lost-m1"))
+        .form(&[("value", lost.to_string()), ("ttl", "2".into())])
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "lost-m1: {}", resp.status());
+    let unit = json!({"name": "solo", "image": "nginx:alpine", "desired": "launched",
+                      "kind": "exclusive", "placement": {"machine-id": "lost-m1"}});
+    let resp = http
+        .post(format!("{base}/api/v1/units"))
+        .json(&unit)
+        .send()
+        .await?;
+    ensure!(resp.status() == 201, "submit solo: {}", resp.status());
+    wait_units(&http, &base, "solo placed on lost-m1", |units| {
+        instances(units, "solo")
+            .first()
+            .is_some_and(|i| i["machine_id"] == "lost-m1")
+    })
+    .await?;
+
+    // The exclusive instance stays placed through the engine's grace period
+    // (30 s) after the lease lapses: the card says so meanwhile.
+    let deadline = Instant::now() + CONVERGE;
+    let html = loop {
+        let html = page(&http, &base, "/ui/topology").await?;
+        if html.contains("data-id=\"lost-m1\" class=\"machine lease-lost\"") {
+            break html;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no lease-lost card for lost-m1 within {CONVERGE:?}; the page's cards: {:?}",
+            html.match_indices("<article")
+                .map(|(i, _)| &html[i..html.len().min(i + 300)])
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    must_contain(
+        &html,
+        "/ui/topology",
+        &[
+            "<span class=\"state\">lease lost</span>",
+            "unknown host",
+            "solo",
+            "data-id=\"reboot-m1\" class=\"machine rebooting\"",
+            "<span class=\"state\">rebooting</span>",
+        ],
+    )?;
     Ok(())
 }
 

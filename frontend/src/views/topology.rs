@@ -355,15 +355,25 @@ fn card(c: &Card) -> impl IntoView {
     } else {
         format!("OS {} ({})", m.os_version, m.active_slot)
     };
+    let host = if m.hostname.is_empty() {
+        "unknown host".to_string()
+    } else {
+        m.hostname.clone()
+    };
+    let resources = if m.cpu_millis == 0 && m.memory_mb == 0 {
+        "capacity unknown".to_string()
+    } else {
+        format!("{} mCPU, {} MiB", m.cpu_millis, m.memory_mb)
+    };
     view! {
-        <article class=format!("machine {}", m.state) data-id=m.id.clone()>
-            <h3>{m.hostname.clone()} " " <small>{m.id.clone()}</small></h3>
+        <article class=format!("machine {}", m.state.replace(' ', "-")) data-id=m.id.clone()>
+            <h3>{host} " " <small>{m.id.clone()}</small></h3>
             <p class="facts">
                 <span class="state">{m.state.clone()}</span>
                 " · "
                 {os}
                 " · "
-                {format!("{} mCPU, {} MiB", m.cpu_millis, m.memory_mb)}
+                {resources}
             </p>
             <p class="facts">{m.addresses.join(", ")}</p>
             <p class="tags">{metadata}</p>

@@ -7,7 +7,7 @@
 //! says; its actions (submit, start, stop, destroy, pause, resume, halt, key
 //! writes) call those same handlers in-process: no private back door.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,9 @@ use api::fleet::{parse_unit, ClusterEvent, Desired, UnitFormat, UnitKind, UnitSt
 use api::keys::{KeysResponse, Node};
 use api::locks::LockList;
 use api::members::Member as WireMember;
-use api::updates::{Channel, HaltRequest, HistoryEvent, MachineUpdate, PayloadMeta, REBOOT_LOCK};
+use api::updates::{
+    Channel, HaltRequest, HistoryEvent, MachineUpdate, PayloadMeta, UpdateState, REBOOT_LOCK,
+};
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{Method, StatusCode, Uri};
@@ -238,6 +240,13 @@ impl Source {
     }
 
     async fn read_machines(&self) -> Result<Vec<MachineCard>, String> {
+        let query = updates::MachinesQuery { channel: None };
+        let progress: Vec<MachineUpdate> =
+            json_of(updates::machines(State(self.updates.clone()), Ok(Query(query))).await).await?;
+        let updating: HashMap<String, UpdateState> = progress
+            .into_iter()
+            .map(|m| (m.machine_id, m.state))
+            .collect();
         let view = self.fleet();
         let mut placed: BTreeMap<String, Vec<PlacedInstance>> = BTreeMap::new();
         for (instance, p) in &view.placements {
@@ -253,12 +262,12 @@ impl Source {
                     instance: instance.clone(),
                 });
         }
-        Ok(view
+        let live: Vec<MachineCard> = view
             .machines
             .into_values()
             .map(|m| MachineCard {
                 instances: placed.remove(&m.id).unwrap_or_default(),
-                state: if m.draining { "draining" } else { "up" }.into(),
+                state: machine_state(m.draining, updating.get(&m.id).copied()).into(),
                 id: m.id,
                 hostname: m.hostname,
                 addresses: m.addresses,
@@ -268,7 +277,22 @@ impl Source {
                 cpu_millis: m.cpu_millis,
                 memory_mb: m.memory_mb,
             })
-            .collect())
+            .collect();
+        // What is left is placed on machines without a lease: lost until the
+        // engine moves their instances.
+        let lost = placed.into_iter().map(|(id, instances)| MachineCard {
+            id,
+            instances,
+            state: "lease lost".into(),
+            hostname: String::new(),
+            addresses: Vec::new(),
+            metadata: BTreeMap::new(),
+            os_version: String::new(),
+            active_slot: String::new(),
+            cpu_millis: 0,
+            memory_mb: 0,
+        });
+        Ok(live.into_iter().chain(lost).collect())
     }
 
     async fn read_units(&self) -> Result<Vec<UnitRow>, String> {
@@ -651,6 +675,17 @@ fn member_row(m: &WireMember, stats: Option<&Value>, replication: Option<&Value>
     }
 }
 
+/// A live machine's state on its card: `draining` (by an operator, or for
+/// its update), `rebooting` into an update, else `up`.
+fn machine_state(draining: bool, update: Option<UpdateState>) -> &'static str {
+    match update {
+        _ if draining => "draining",
+        Some(UpdateState::Draining) => "draining",
+        Some(UpdateState::Rebooting) => "rebooting",
+        _ => "up",
+    }
+}
+
 /// A member's health in words: `unreachable` when its stats did not answer,
 /// `behind by N` when the leader knows it holds more than [`BEHIND`] entries
 /// less than the commit index, else `healthy`.
@@ -748,8 +783,6 @@ fn unit_row(s: UnitStatus) -> UnitRow {
 
 #[cfg(test)]
 mod tests {
-    use api::updates::UpdateState;
-
     use super::*;
 
     fn row(matched: Option<u64>) -> MemberRow {
