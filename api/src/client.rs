@@ -476,6 +476,21 @@ impl Client {
         })
     }
 
+    /// This client (credentials and connections shared) for `endpoint` only.
+    pub fn at(&self, endpoint: Url) -> Client {
+        let inner = &self.inner;
+        Client {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                endpoints: vec![endpoint],
+                preferred: AtomicUsize::new(0),
+                request_timeout: inner.request_timeout,
+                connect_timeout: inner.connect_timeout,
+                authorization: inner.authorization.clone(),
+            }),
+        }
+    }
+
     /// The endpoints this client tries, in order.
     pub fn endpoints(&self) -> &[Url] {
         &self.inner.endpoints
@@ -594,6 +609,60 @@ impl Client {
             )
             .await?;
         streamed(url, response).await
+    }
+
+    /// `POST /api/v1/journals/{machine}/{id}` (the machine's node token): answers
+    /// journal request `id` with `logs`, streamed until they end or the
+    /// member stops reading (the client went away).
+    pub async fn answer_journal<S>(
+        &self,
+        machine: &str,
+        id: &str,
+        logs: S,
+    ) -> Result<(), ClientError>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    {
+        let logs = std::sync::Mutex::new(Some(logs));
+        self.send(
+            Method::POST,
+            &["api", "v1", "journals", machine, id],
+            None,
+            |r| {
+                let taken = logs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                match taken {
+                    Some(s) => r
+                        .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                        .body(reqwest::Body::wrap_stream(s)),
+                    None => r,
+                }
+            },
+        )
+        .await?
+        .error_unless_success()
+        .map(drop)
+    }
+
+    /// `POST /api/v1/journals/{machine}/{id}?refused=<why>`: answers journal
+    /// request `id` with why its logs cannot be given.
+    pub async fn refuse_journal(
+        &self,
+        machine: &str,
+        id: &str,
+        why: &str,
+    ) -> Result<(), ClientError> {
+        self.send(
+            Method::POST,
+            &["api", "v1", "journals", machine, id],
+            None,
+            |r| r.query(&[("refused", why)]),
+        )
+        .await?
+        .error_unless_success()
+        .map(drop)
     }
 
     /// A keys request whose success body is a [`KeysResponse`].

@@ -32,6 +32,9 @@ pub const PLACEMENTS_DIR: &str = "/_shoal/placements";
 pub const STATES_DIR: &str = "/_shoal/states";
 /// Key-space directory of reasons instances are not placed.
 pub const UNPLACED_DIR: &str = "/_shoal/unplaced";
+/// Key-space directory of journal requests: `<machine id>/<request id>`, each
+/// a [`JournalRequest`] the machine's agent answers by posting the logs.
+pub const JOURNALS_DIR: &str = "/_shoal/journals";
 /// Key-space directory of cluster events (in-order keys).
 pub const EVENTS_DIR: &str = "/_shoal/history/events";
 /// Most cluster events kept; the engine deletes older ones.
@@ -288,6 +291,27 @@ pub struct Assignment {
     pub machine_id: String,
     /// The container revision ([`Unit::container_revision`]) it should run.
     pub revision: u64,
+}
+
+/// A request for an instance's container logs, written by the member a
+/// client asked (`GET /api/v1/units/{name}/journal`) under
+/// `JOURNALS_DIR/<machine id>/<request id>`. The machine's agent, which
+/// watches the key space anyway, answers with
+/// `POST {reply_to}/api/v1/journals/<machine id>/<request id>`, its body the
+/// logs: the agent connects out to the cluster, so journals reach across hosts
+/// over the agent's own (TLS, token) connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRequest {
+    /// The instance whose container's logs are wanted.
+    pub instance: String,
+    /// Keep streaming new output.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[serde(default)]
+    pub tail: Option<u64>,
+    /// Client URL of the member holding the client's request.
+    pub reply_to: String,
 }
 
 /// What an agent reports about one instance it runs.

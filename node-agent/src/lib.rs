@@ -9,7 +9,8 @@
 //! | `lease` | the machine lease and the last-renewal time used for fencing |
 //! | `docker` | the only bollard user: list/create/start/stop/remove/inspect/logs/events |
 //! | `reconcile` | the pure desired-vs-actual `plan`, passes, state reports, self-fencing |
-//! | `local` | the local `/v2/keys` (and `/v1/keys`) forwarder and the journal endpoint |
+//! | `local` | the local `/v2/keys` (and `/v1/keys`) forwarder |
+//! | `journal` | answers the journal requests for this machine with its containers' logs |
 //! | `install` | `shoal-agent install`: config file and systemd unit |
 //! | `slots` | the A/B GPT slots: attributes, gptprio, payload writes, disk images |
 //! | `update` | the update engine: check-ins, download, verify, reboot lock, drain, reboot, confirm |
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod docker;
 pub mod install;
+pub mod journal;
 pub mod lease;
 pub mod local;
 pub mod machine;

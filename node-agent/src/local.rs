@@ -10,9 +10,6 @@
 //! token stays the agent's. The key is decoded and cleaned as the server
 //! does it, checked, and forwarded re-encoded, so the key checked is the key
 //! the server sees.
-//!
-//! It also serves `GET /api/v1/journal/<instance>[?follow=true&tail=N]`: the
-//! logs of this machine's container for that instance (for `journal`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,10 +20,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use futures::StreamExt;
 use url::Url;
 
-use crate::docker::Docker;
 use crate::lease::error_chain;
 
 /// Largest request body forwarded upstream.
@@ -169,7 +164,6 @@ pub struct Forwarder {
     preferred: AtomicUsize,
     token: Option<String>,
     scope: Scope,
-    docker: Option<Docker>,
 }
 
 impl Forwarder {
@@ -180,7 +174,6 @@ impl Forwarder {
         endpoints: Vec<Url>,
         token: Option<String>,
         scope: Scope,
-        docker: Option<Docker>,
         ca: Option<&api::tls::TrustedCa>,
     ) -> Result<Arc<Self>, LocalError> {
         let http = api::tls::trusting(reqwest::Client::builder(), ca)
@@ -193,7 +186,6 @@ impl Forwarder {
             preferred: AtomicUsize::new(0),
             token,
             scope,
-            docker,
         }))
     }
 
@@ -277,56 +269,10 @@ impl Forwarder {
         )
             .into_response()
     }
-
-    async fn journal(&self, instance: &str, query: Option<&str>) -> Response {
-        let Some(docker) = &self.docker else {
-            return (StatusCode::SERVICE_UNAVAILABLE, "docker not connected\n").into_response();
-        };
-        let mut follow = false;
-        let mut tail = None;
-        for pair in query.unwrap_or_default().split('&') {
-            match pair.split_once('=') {
-                Some(("follow", v)) => follow = v == "true" || v == "1",
-                Some(("tail", v)) => tail = v.parse().ok(),
-                _ => {}
-            }
-        }
-        let containers = match docker.list().await {
-            Ok(c) => c,
-            Err(e) => {
-                return (StatusCode::BAD_GATEWAY, format!("{}\n", error_chain(&e))).into_response()
-            }
-        };
-        let Some(c) = containers
-            .iter()
-            .filter(|c| c.instance == instance)
-            .max_by_key(|c| (c.is_running(), c.started_at))
-        else {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("instance {instance} does not run on this machine\n"),
-            )
-                .into_response();
-        };
-        let stream = docker
-            .logs(&c.id, follow, tail)
-            .map(|r| r.map_err(|e| std::io::Error::other(error_chain(&e))));
-        Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(Body::from_stream(stream))
-            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-    }
 }
 
 async fn handle(State(fwd): State<Arc<Forwarder>>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
-    if let Some(instance) = path.strip_prefix("/api/v1/journal/") {
-        if req.method() != axum::http::Method::GET {
-            return StatusCode::METHOD_NOT_ALLOWED.into_response();
-        }
-        let query = req.uri().query().map(str::to_owned);
-        return fwd.journal(instance, query.as_deref()).await;
-    }
     let Some(raw) = raw_key(&path) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
@@ -443,8 +389,7 @@ mod tests {
             api::client::parse_endpoints(&format!("http://{dead_addr},http://{upstream}"))
                 .expect("endpoints");
         let scope = Scope::new("/").expect("scope");
-        let fwd =
-            Forwarder::new(endpoints, Some("t0k".into()), scope, None, None).expect("forwarder");
+        let fwd = Forwarder::new(endpoints, Some("t0k".into()), scope, None).expect("forwarder");
         let listener = bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
@@ -504,11 +449,5 @@ mod tests {
             .await
             .expect("send");
         assert_eq!(r.status(), 404);
-        let r = http
-            .get(format!("http://{local}/api/v1/journal/web"))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 503);
     }
 }

@@ -122,7 +122,6 @@ async fn run(settings: config::Settings) -> anyhow::Result<()> {
         endpoints,
         settings.token.clone(),
         settings.local_scope.clone(),
-        Some(docker.clone()),
         ca.as_ref(),
     )?;
     let listener = local::bind(settings.local_endpoint).await?;

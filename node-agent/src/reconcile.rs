@@ -43,6 +43,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 
 use crate::docker::{ContainerInfo, Docker, DockerError};
+use crate::journal;
 use crate::lease::{error_chain, LeaseState};
 
 /// How often a full pass runs even without any event.
@@ -656,8 +657,9 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Wakes the reconciler on placement/unit changes under `/_shoal`.
-    async fn watch_keys(client: Client, wake: Arc<Notify>) {
+    /// Wakes the reconciler on placement/unit changes under `/_shoal`, and
+    /// answers the journal requests for this machine it sees there.
+    async fn watch_keys(client: Client, docker: Docker, wake: Arc<Notify>) {
         loop {
             let start = match client.get(PLACEMENTS_DIR, GetOptions::default()).await {
                 Ok(a) => a.etcd_index,
@@ -672,9 +674,17 @@ impl Reconciler {
             loop {
                 match watcher.next().await {
                     Ok(WatchEvent::Change(answer)) => {
-                        let key = answer.body.node.key.as_deref().unwrap_or_default();
+                        let node = &answer.body.node;
+                        let key = node.key.as_deref().unwrap_or_default();
                         if key.starts_with(PLACEMENTS_DIR) || key.starts_with(UNITS_DIR) {
                             wake.notify_one();
+                        }
+                        let request = journal::request_id(key, docker.machine_id())
+                            .zip(node.value.clone())
+                            .filter(|_| matches!(answer.body.action.as_str(), "set" | "create"));
+                        if let Some((id, value)) = request {
+                            let (client, docker) = (client.clone(), docker.clone());
+                            tokio::spawn(journal::answer(client, docker, id.to_owned(), value));
                         }
                     }
                     Ok(WatchEvent::Resync { .. }) => wake.notify_one(),
@@ -736,7 +746,11 @@ impl Reconciler {
 
     /// Runs passes until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        let keys = tokio::spawn(Self::watch_keys(self.client.clone(), self.wake.clone()));
+        let keys = tokio::spawn(Self::watch_keys(
+            self.client.clone(),
+            self.docker.clone(),
+            self.wake.clone(),
+        ));
         let events = tokio::spawn(Self::watch_docker(self.docker.clone(), self.wake.clone()));
         let fence = tokio::spawn(Self::fence_loop(self.docker.clone(), self.lease.clone()));
         tokio::pin!(shutdown);

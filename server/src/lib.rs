@@ -13,6 +13,7 @@ pub mod db;
 pub mod engine;
 pub mod expiry;
 pub mod http;
+pub mod journals;
 pub mod keyspace;
 pub mod member;
 pub mod proposer;
@@ -197,6 +198,7 @@ pub async fn run(
         proposer: member::Proposer::start(raft.clone()),
         read_index: read_index::ReadIndex::default(),
         fleet: engine::records::Records::default(),
+        journals: journals::Journals::default(),
     });
 
     let updates = Arc::new(updates::Updates::open(

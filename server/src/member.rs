@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::records::Records;
 use crate::engine::view::FleetView;
+use crate::journals::Journals;
 use crate::keyspace::{ErrorCode, Event, KeyError, Op};
 pub use crate::proposer::Proposer;
 use crate::raft::state_machine::Shared;
@@ -128,6 +129,8 @@ pub struct Member {
     pub read_index: ReadIndex,
     /// The fleet records as last parsed, for every reader of the fleet.
     pub fleet: Records,
+    /// Journal requests waiting for their agent.
+    pub journals: Journals,
 }
 
 impl std::fmt::Debug for Member {

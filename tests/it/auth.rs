@@ -3,7 +3,8 @@
 //! representative request of each resource, answered exactly 2xx, 401 or
 //! 403; node tokens confined to their machine; revocation; `etcdctl` with
 //! HTTP Basic; `shoalctl --token`; the random first admin token; an agent
-//! with a node token running a container; the audit log of writes (admins
+//! with a node token running a container and answering its journal (a node
+//! token answering another machine's journal refused); the audit log of writes (admins
 //! only); per-token limits (request rate, open watches, key and value size)
 //! answered 429/400 with the reason; and no non-loopback listening without
 //! `--auth`.
@@ -579,9 +580,16 @@ async fn an_agent_runs_with_a_node_token() -> Result<()> {
     let machine = format!("{run}-m1");
     let token = create(&client, Role::Node, Some(&machine)).await?;
     let dir = tempfile::tempdir()?;
-    let _agent = Agent::start_with(dir.path(), base, &machine, "", &["--token".into(), token])?;
+    let _agent = Agent::start_with(
+        dir.path(),
+        base,
+        &machine,
+        "",
+        &["--token".into(), token.clone()],
+    )?;
 
-    let unit = json!({"name": "authed", "image": IMAGE, "command": ["sleep", "3600"], "desired": "launched"});
+    let unit = json!({"name": "authed", "image": IMAGE, "desired": "launched",
+                      "command": ["sh", "-c", "echo authed-says-hello; exec sleep 3600"]});
     client.submit_unit(&serde_json::from_value(unit)?).await?;
     let mut agent_url = None;
     for _ in 0..150 {
@@ -620,6 +628,35 @@ async fn an_agent_runs_with_a_node_token() -> Result<()> {
         &req("GET", "/v2/keys/_auth/tokens"),
         Cred::None,
         403,
+    )
+    .await?;
+
+    eprintln!("--- the journal comes from the agent, answering with its node token");
+    let mut logs = String::new();
+    for _ in 0..50 {
+        let resp = client.journal("authed", None, false, None).await?;
+        logs = resp.text().await?;
+        if logs.contains("authed-says-hello") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ensure!(logs.contains("authed-says-hello"), "journal: {logs:?}");
+    expect(
+        base,
+        &req("POST", "/api/v1/journals/another-machine/r1"),
+        Cred::Bearer(&token),
+        403,
+    )
+    .await?;
+    expect(
+        base,
+        &req(
+            "POST",
+            &format!("/api/v1/journals/{machine}/no-such-request"),
+        ),
+        Cred::Bearer(&token),
+        404,
     )
     .await?;
     client.destroy_unit("authed").await?;

@@ -99,6 +99,18 @@ pub fn key_of(path: &str) -> Option<&str> {
 
 /// Decides one request of an authenticated caller.
 pub fn authorize(subject: Subject<'_>, access: &Access<'_>) -> Decision {
+    if let Some(machine) = journal_answer(access) {
+        return match subject {
+            Subject::Admin => Decision::Allow,
+            Subject::Node(m) if m == machine => Decision::Allow,
+            Subject::Node(m) => Decision::Deny(format!(
+                "a node token (machine {m}) answers only its own machine's journal requests"
+            )),
+            Subject::Operator | Subject::Viewer => Decision::Deny(
+                "journal requests are answered by the machine's agent, with its node token".into(),
+            ),
+        };
+    }
     let need = need(access.method, access.path);
     if need == Need::Keys {
         return keys(subject, access);
@@ -119,6 +131,18 @@ pub fn authorize(subject: Subject<'_>, access: &Access<'_>) -> Decision {
             "a node token (machine {m}) may not do this; it needs the operator role"
         )),
         (_, _) => Decision::Deny("this needs the admin role".into()),
+    }
+}
+
+/// The machine of a journal answer (`POST /api/v1/journals/{machine}/{id}`).
+fn journal_answer<'a>(access: &Access<'a>) -> Option<&'a str> {
+    if *access.method != Method::POST {
+        return None;
+    }
+    let segments: Vec<&str> = access.path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        ["api", "v1", "journals", machine, _] => Some(machine),
+        _ => None,
     }
 }
 
@@ -406,6 +430,24 @@ mod tests {
             decide(M1, Method::POST, "/api/v1/updates/checkin"),
             Decision::Check(Check::CheckIn)
         );
+        // Journal answers: its own machine's requests only, and only from agents.
+        assert!(allowed(M1, Method::POST, "/api/v1/journals/m1/r1"));
+        assert!(!allowed(M1, Method::POST, "/api/v1/journals/m2/r1"));
+        assert!(!allowed(
+            Subject::Operator,
+            Method::POST,
+            "/api/v1/journals/m1/r1"
+        ));
+        assert!(!allowed(
+            Subject::Viewer,
+            Method::POST,
+            "/api/v1/journals/m1/r1"
+        ));
+        assert!(allowed(
+            Subject::Admin,
+            Method::POST,
+            "/api/v1/journals/m1/r1"
+        ));
         // What containers need: the application key space.
         assert!(allowed(M1, Method::PUT, "/v2/keys/services/api/web@1"));
         assert!(allowed(M1, Method::POST, "/v2/keys/queue"));

@@ -9,6 +9,7 @@ pub mod events;
 pub mod fleet;
 pub mod fleetlock;
 pub mod form;
+pub mod journals;
 pub mod keys;
 pub mod locks;
 pub mod members;
@@ -32,8 +33,9 @@ use crate::keyspace::{ErrorCode, KeyError};
 use crate::member::Member;
 use crate::updates::Updates;
 
-/// Routes on the client port. Payload uploads stream to disk, outside the body
-/// limit; the auth layer (`auth::require`) is outermost, so it covers them too.
+/// Routes on the client port. Payload uploads stream to disk and journal
+/// answers stream through, both outside the body limit; the auth layer
+/// (`auth::require`) is outermost, so it covers them too.
 pub fn client_router(
     member: Arc<Member>,
     max_body: usize,
@@ -42,6 +44,9 @@ pub fn client_router(
     auth: Arc<crate::auth::Auth>,
 ) -> Router {
     let dashboard = dashboard::router(member.clone(), updates.clone(), pkg_dir);
+    let journal_answers = Router::new()
+        .route("/api/v1/journals/{machine}/{id}", post(journals::answer))
+        .with_state(member.clone());
     Router::new()
         .route("/v2/keys", any(keys::handle))
         .route("/v2/keys/", any(keys::handle))
@@ -64,7 +69,7 @@ pub fn client_router(
             get(fleet::unit).delete(fleet::destroy),
         )
         .route("/api/v1/units/{name}/start", post(fleet::start))
-        .route("/api/v1/units/{name}/journal", get(fleet::journal))
+        .route("/api/v1/units/{name}/journal", get(journals::journal))
         .route("/api/v1/units/{name}/stop", post(fleet::stop))
         .route("/api/v1/locks", get(locks::list))
         .route(
@@ -88,6 +93,7 @@ pub fn client_router(
             too_large_as_json(req, next, max_body)
         }))
         .merge(updates::upload_router(updates))
+        .merge(journal_answers)
         .layer(middleware::from_fn_with_state(
             auth::Guard { auth, max_body },
             auth::require,

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, events, fleet, locks, updates};
+use super::{auth, events, fleet, journals, locks, updates};
 
 /// The `/api/v1` document: every annotated handler and the schemas they name.
 #[derive(OpenApi)]
@@ -36,7 +36,8 @@ use super::{auth, events, fleet, locks, updates};
         fleet::destroy,
         fleet::start,
         fleet::stop,
-        fleet::journal,
+        journals::journal,
+        journals::answer,
         events::stream,
         locks::list,
         locks::show,
