@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::{Cluster, Flavor};
@@ -52,6 +53,23 @@ async fn register(http: &reqwest::Client, base: &str, machine: &Value) -> Result
         "machine {id}: {}",
         resp.status()
     );
+    Ok(())
+}
+
+/// Sends `body` as JSON with `method` to `base` + `path`; fails unless answered 2xx.
+async fn api_write(
+    http: &reqwest::Client,
+    method: Method,
+    base: &str,
+    path: &str,
+    body: &Value,
+) -> Result<()> {
+    let resp = http
+        .request(method, format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "{path}: {}", resp.status());
     Ok(())
 }
 
@@ -258,21 +276,23 @@ async fn topology_shows_rebooting_and_lost_machines() -> Result<()> {
         &json!({"id": "reboot-m1", "hostname": "reboot-host", "cpu_millis": 1000, "memory_mb": 512}),
     )
     .await?;
-    let resp = http
-        .put(format!("{base}/api/v1/updates/channels/stable"))
-        .json(&json!({"max_reboots": 1}))
-        .send()
-        .await?;
-    ensure!(resp.status().is_success(), "channel: {}", resp.status());
-    let resp = http
-        .post(format!("{base}/api/v1/updates/checkin"))
-        .json(
-            &json!({"machine_id": "reboot-m1", "channel": "stable", "version": "1.0.0",
+    api_write(
+        &http,
+        Method::PUT,
+        &base,
+        "/api/v1/updates/channels/stable",
+        &json!({"max_reboots": 1}),
+    )
+    .await?;
+    api_write(
+        &http,
+        Method::POST,
+        &base,
+        "/api/v1/updates/checkin",
+        &json!({"machine_id": "reboot-m1", "channel": "stable", "version": "1.0.0",
                       "state": "rebooting", "target": "1.1.0"}),
-        )
-        .send()
-        .await?;
-    ensure!(resp.status().is_success(), "check-in: {}", resp.status());
+    )
+    .await?;
 
     eprintln!("--- a machine with an exclusive instance loses its lease");
     let lost =
@@ -338,27 +358,31 @@ async fn views_and_actions_go_through_the_api() -> Result<()> {
         .build()?;
 
     eprintln!("--- Updates: a channel, a machine's check-in, a reboot-lock holder");
-    let resp = http
-        .put(format!("{base}/api/v1/updates/channels/stable"))
-        .json(&json!({"max_reboots": 2, "canaries": 1, "windows": ["Mon..Fri 04:00 2h"]}))
-        .send()
-        .await?;
-    ensure!(resp.status().is_success(), "channel: {}", resp.status());
-    let resp = http
-        .post(format!("{base}/api/v1/updates/checkin"))
-        .json(
-            &json!({"machine_id": "upd-m1", "channel": "stable", "version": "1.0.0",
+    api_write(
+        &http,
+        Method::PUT,
+        &base,
+        "/api/v1/updates/channels/stable",
+        &json!({"max_reboots": 2, "canaries": 1, "windows": ["Mon..Fri 04:00 2h"]}),
+    )
+    .await?;
+    api_write(
+        &http,
+        Method::POST,
+        &base,
+        "/api/v1/updates/checkin",
+        &json!({"machine_id": "upd-m1", "channel": "stable", "version": "1.0.0",
                       "state": "downloading", "target": "1.1.0"}),
-        )
-        .send()
-        .await?;
-    ensure!(resp.status().is_success(), "check-in: {}", resp.status());
-    let resp = http
-        .post(format!("{base}/api/v1/locks/reboot/acquire"))
-        .json(&json!({"holder": "upd-m9", "limit": 2, "ttl": 600}))
-        .send()
-        .await?;
-    ensure!(resp.status().is_success(), "lock: {}", resp.status());
+    )
+    .await?;
+    api_write(
+        &http,
+        Method::POST,
+        &base,
+        "/api/v1/locks/reboot/acquire",
+        &json!({"holder": "upd-m9", "limit": 2, "ttl": 600}),
+    )
+    .await?;
     let html = page(&http, &base, "/ui/updates").await?;
     must_contain(
         &html,
