@@ -7,6 +7,7 @@
 
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -38,6 +39,7 @@ pub enum TlsError {
 pub struct TrustedCa {
     path: PathBuf,
     certs: Vec<reqwest::Certificate>,
+    roots: Arc<rustls::RootCertStore>,
 }
 
 impl TrustedCa {
@@ -69,7 +71,13 @@ impl TrustedCa {
         Ok(TrustedCa {
             path: path.to_owned(),
             certs: trusted,
+            roots: Arc::new(store),
         })
+    }
+
+    /// The certificates as rustls trust anchors (for verifying clients).
+    pub fn roots(&self) -> Arc<rustls::RootCertStore> {
+        self.roots.clone()
     }
 
     /// The file the certificates came from.

@@ -130,6 +130,16 @@ pub struct Config {
     /// default: the built-in web roots.
     #[arg(long, env = "SHOAL_PEER_TRUSTED_CA_FILE")]
     pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Mutual TLS between members: the peer port accepts only connections
+    /// presenting a certificate signed by --peer-trusted-ca-file, and this
+    /// member presents --peer-cert-file to its peers (as etcd's flag of the
+    /// name); the cluster token is checked as well.
+    #[arg(
+        long,
+        env = "SHOAL_PEER_CLIENT_CERT_AUTH",
+        requires = "peer_trusted_ca_file"
+    )]
+    pub peer_client_cert_auth: bool,
 }
 
 /// Validated settings the server runs with.
@@ -233,7 +243,12 @@ fn tls_pair(
 ) -> anyhow::Result<Option<CertFiles>> {
     let https = listen.iter().find(|u| u.scheme() == "https");
     match (cert.zip(key), https) {
-        (Some((cert, key)), Some(_)) => Ok(Some(CertFiles { cert, key, flags })),
+        (Some((cert, key)), Some(_)) => Ok(Some(CertFiles {
+            cert,
+            key,
+            flags,
+            client_ca: None,
+        })),
         (None, None) => Ok(None),
         (None, Some(url)) => bail!(
             "{urls_flag} {url} is https: give its certificate and key with {} and {}",
@@ -319,13 +334,19 @@ impl Config {
             ("--cert-file", "--key-file"),
             "--listen-client-urls",
         )?;
-        let peer_tls = tls_pair(
+        let mut peer_tls = tls_pair(
             std::slice::from_ref(&peer_listen),
             self.peer_cert_file,
             self.peer_key_file,
             ("--peer-cert-file", "--peer-key-file"),
             "--listen-peer-urls",
         )?;
+        if self.peer_client_cert_auth {
+            let Some(pair) = peer_tls.as_mut() else {
+                bail!("--peer-client-cert-auth needs an https --listen-peer-urls with --peer-cert-file and --peer-key-file");
+            };
+            pair.client_ca.clone_from(&self.peer_trusted_ca_file);
+        }
         let admin_token = match (self.admin_token, &self.admin_token_file) {
             (Some(t), _) => Some(t),
             (None, Some(path)) => Some(
@@ -507,6 +528,35 @@ mod tests {
         let s = parse(&peer)?;
         assert_eq!(s.initial_cluster[0].1.peer_url, "https://127.0.0.1:2380");
         assert!(s.peer_tls.is_some() && s.client_tls.is_none());
+        assert_eq!(s.peer_tls.and_then(|t| t.client_ca), None);
+        let mutual = [
+            &peer[..],
+            &[
+                "--peer-trusted-ca-file",
+                "ca.pem",
+                "--peer-client-cert-auth",
+            ],
+        ]
+        .concat();
+        let s = parse(&mutual)?;
+        assert_eq!(
+            s.peer_tls.and_then(|t| t.client_ca),
+            Some("ca.pem".into()),
+            "peers must present a certificate of the peer CA"
+        );
+        assert!(
+            parse(&[&peer[..], &["--peer-client-cert-auth"]].concat()).is_err(),
+            "mutual TLS needs the CA to verify peers against"
+        );
+        let err = parse(&[
+            "--peer-trusted-ca-file",
+            "ca.pem",
+            "--peer-client-cert-auth",
+        ])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("needs an https --listen-peer-urls"), "{err}");
         Ok(())
     }
 

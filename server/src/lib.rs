@@ -143,7 +143,12 @@ pub async fn run(
         reqwest::header::HeaderValue::from_str(&settings.cluster_token)
             .context("cluster token is not a valid header")?,
     );
-    let http_client = trusting(reqwest::Client::builder(), peer_ca.as_ref())
+    let mut peer_builder = trusting(reqwest::Client::builder(), peer_ca.as_ref());
+    // Mutual TLS: present this member's peer certificate to the others.
+    if let Some(pair) = settings.peer_tls.as_ref().filter(|p| p.client_ca.is_some()) {
+        peer_builder = peer_builder.identity(pair.identity()?);
+    }
+    let http_client = peer_builder
         .default_headers(headers)
         .pool_max_idle_per_host(16)
         .tcp_nodelay(true)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -68,6 +69,9 @@ pub struct CertFiles {
     pub key: PathBuf,
     /// The flag names, for messages: `("--cert-file", "--key-file")`.
     pub flags: (&'static str, &'static str),
+    /// When set, connections must present a certificate signed by a CA of
+    /// this PEM file (mutual TLS, `--peer-client-cert-auth`).
+    pub client_ca: Option<PathBuf>,
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -102,9 +106,30 @@ impl CertFiles {
         let key = PrivateKeyDer::from_pem_slice(&pem)
             .map_err(|e| invalid(key_flag, &self.key, format!("no PEM private key: {e}")))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+            .map_err(|e| TlsError::Pair {
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                reason: e.to_string(),
+            })?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let what = "--peer-trusted-ca-file";
+                let ca = api::tls::TrustedCa::load(path).map_err(|e| TlsError::Invalid {
+                    what,
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(ca.roots(), provider)
+                    .build()
+                    .map_err(|e| invalid(what, path, e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
             .map_err(|e| TlsError::Pair {
                 cert: self.cert.clone(),
                 key: self.key.clone(),
@@ -112,6 +137,21 @@ impl CertFiles {
             })?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+impl CertFiles {
+    /// The pair as the identity an HTTP client presents (mutual TLS).
+    pub fn identity(&self) -> Result<reqwest::Identity, TlsError> {
+        let (cert_flag, key_flag) = self.flags;
+        let mut pem = read(cert_flag, &self.cert)?;
+        pem.push(b'\n');
+        pem.extend(read(key_flag, &self.key)?);
+        reqwest::Identity::from_pem(&pem).map_err(|e| TlsError::Pair {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -257,6 +297,7 @@ mod tests {
             cert: cert_path,
             key: key_path,
             flags: ("--cert-file", "--key-file"),
+            client_ca: None,
         })
     }
 
@@ -267,6 +308,7 @@ mod tests {
             cert: dir.path().join("absent.pem"),
             key: dir.path().join("absent-key.pem"),
             flags: ("--cert-file", "--key-file"),
+            client_ca: None,
         };
         let err = missing.server_config().err().map(|e| e.to_string());
         assert!(

@@ -427,6 +427,11 @@ impl Cluster {
         Cluster::start_opts(Flavor::Shoal, n, &[], Some(tls)).await
     }
 
+    /// Start `n` Shoal members serving `https` with `tls` and extra flags each.
+    pub async fn start_tls_with(n: usize, tls: &TlsFiles, extra_args: &[&str]) -> Result<Cluster> {
+        Cluster::start_opts(Flavor::Shoal, n, extra_args, Some(tls)).await
+    }
+
     /// Start `n` members with extra flags each (and TLS when given), and wait
     /// until all are healthy.
     async fn start_opts(

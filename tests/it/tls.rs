@@ -5,7 +5,9 @@
 //! the others; bad certificate and key files named
 //! at startup; an agent registering its machine over TLS (and one with the
 //! wrong CA saying why it cannot); a 3-member cluster whose peers talk TLS
-//! electing a leader and replicating a write; certificates rotated by SIGHUP
+//! electing a leader and replicating a write, also with mutual TLS
+//! (`--peer-client-cert-auth`: a caller without a certificate of the peer CA
+//! gets no session on the peer port); certificates rotated by SIGHUP
 //! (a broken file keeping the ones in use).
 
 use std::path::Path;
@@ -278,12 +280,57 @@ async fn peers_over_tls_elect_and_replicate() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let tls = make_tls(dir.path(), "good")?;
     let cluster = Cluster::start_tls(3, &tls).await?;
+    elect_and_replicate(&cluster, &tls).await
+}
+
+#[tokio::test]
+async fn peers_with_mutual_tls_refuse_a_caller_without_a_certificate() -> Result<()> {
+    let _serial = heavy_test_lock().await;
+    let dir = tempfile::tempdir()?;
+    let tls = make_tls(dir.path(), "good")?;
+    let cluster = Cluster::start_tls_with(3, &tls, &["--peer-client-cert-auth"]).await?;
+    elect_and_replicate(&cluster, &tls).await?;
+
+    // Trusting the members' CA is not enough: without a certificate of its
+    // own a caller gets no TLS session on the peer port, let alone raft.
+    let http = member_http(Some(&tls), Duration::from_secs(5))?;
+    for m in &cluster.members {
+        let url = format!("{}/raft/info", m.peer_url());
+        let got = http.get(&url).send().await;
+        ensure!(
+            got.is_err(),
+            "{url} answered a caller without a client certificate: {:?}",
+            got.map(|r| r.status())
+        );
+    }
+    // One with a certificate of another CA is refused as well.
+    let other = make_tls(dir.path(), "other")?;
+    let mut pem = std::fs::read(&other.cert)?;
+    pem.extend(std::fs::read(&other.key)?);
+    let stranger = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&tls.ca)?)?)
+        .identity(reqwest::Identity::from_pem(&pem)?)
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let url = format!("{}/raft/info", cluster.members[0].peer_url());
+    let got = stranger.get(&url).send().await;
+    ensure!(
+        got.is_err(),
+        "{url} answered a caller with another CA's certificate: {:?}",
+        got.map(|r| r.status())
+    );
+    Ok(())
+}
+
+/// The cluster elects a leader over its TLS peers, and a write on the leader
+/// reaches every member.
+async fn elect_and_replicate(cluster: &Cluster, tls: &TlsFiles) -> Result<()> {
     ensure!(cluster
         .members
         .iter()
         .all(|m| m.peer_url().starts_with("https://")));
     let leader = cluster.wait_leader(&[], Duration::from_secs(20)).await?;
-    let http = member_http(Some(&tls), Duration::from_secs(15))?;
+    let http = member_http(Some(tls), Duration::from_secs(15))?;
     let v2 = |i: usize| V2 {
         base: cluster.members[i].client_url(),
         http: http.clone(),
