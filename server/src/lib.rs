@@ -202,7 +202,6 @@ pub async fn run(
         },
         proposer: member::Proposer::start(raft.clone()),
         read_index: read_index::ReadIndex::default(),
-        fleet: engine::records::Records::default(),
         journals: journals::Journals::default(),
     });
 

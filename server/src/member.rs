@@ -16,8 +16,7 @@ use chrono::{DateTime, Utc};
 use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::records::Records;
-use crate::engine::view::FleetView;
+use crate::engine::view::{FleetView, RawFleet};
 use crate::journals::Journals;
 use crate::keyspace::{ErrorCode, Event, KeyError, Op};
 pub use crate::proposer::Proposer;
@@ -127,8 +126,6 @@ pub struct Member {
     pub proposer: Proposer,
     /// Coalesces linearizable reads while it leads.
     pub read_index: ReadIndex,
-    /// The fleet records as last parsed, for every reader of the fleet.
-    pub fleet: Records,
     /// Journal requests waiting for their agent.
     pub journals: Journals,
 }
@@ -154,7 +151,9 @@ pub struct MemberInfo {
 impl Member {
     /// The fleet in the applied key space as of `now` (expired leases are gone).
     pub fn fleet_view(&self, now: DateTime<Utc>) -> FleetView {
-        self.fleet.view(|| self.keys.read(), now)
+        // Copied under the read lock, parsed after it is released.
+        let raw = RawFleet::read(&self.keys.read());
+        FleetView::from_raw(raw, now)
     }
 
     /// True while this member is the raft leader.
