@@ -23,8 +23,26 @@ pub struct MemberRow {
     pub applied: Option<u64>,
     /// Log index the leader knows it holds (the leader's own: its applied index).
     pub matched: Option<u64>,
-    /// `healthy`, `unreachable`, or `behind by N` entries of the commit index.
-    pub health: String,
+}
+
+/// How far (in log entries) under the commit index a member is shown `behind`.
+const BEHIND: u64 = 1000;
+
+impl MemberRow {
+    /// Its health in words: `unreachable` when its stats did not answer,
+    /// `behind by N` when the leader knows it holds more than [`BEHIND`]
+    /// entries less than `commit`, else `healthy`.
+    pub fn health(&self, commit: Option<u64>) -> String {
+        if self.role == "unreachable" {
+            return self.role.clone();
+        }
+        match (commit, self.matched) {
+            (Some(c), Some(held)) if c.saturating_sub(held) > BEHIND => {
+                format!("behind by {}", c - held)
+            }
+            _ => "healthy".into(),
+        }
+    }
 }
 
 /// The Overview page: the control plane and the fleet at a glance.
@@ -444,6 +462,26 @@ pub fn upload_words(status: u16, body: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_says_unreachable_behind_or_healthy() {
+        let row = |role: &str, matched: Option<u64>| MemberRow {
+            id: String::new(),
+            name: String::new(),
+            client_url: String::new(),
+            role: role.into(),
+            term: Some(1),
+            applied: None,
+            matched,
+        };
+        assert_eq!(row("unreachable", None).health(Some(5000)), "unreachable");
+        assert_eq!(
+            row("follower", Some(3000)).health(Some(5000)),
+            "behind by 2000"
+        );
+        assert_eq!(row("follower", Some(4500)).health(Some(5000)), "healthy");
+        assert_eq!(row("follower", None).health(None), "healthy");
+    }
 
     #[test]
     fn watch_urls_escape_the_prefix() {

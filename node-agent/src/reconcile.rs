@@ -679,12 +679,18 @@ impl Reconciler {
                         if key.starts_with(PLACEMENTS_DIR) || key.starts_with(UNITS_DIR) {
                             wake.notify_one();
                         }
+                        let created = matches!(answer.body.action.as_str(), "set" | "create");
                         let request = journal::request_id(key, docker.machine_id())
-                            .zip(node.value.clone())
-                            .filter(|_| matches!(answer.body.action.as_str(), "set" | "create"));
+                            .filter(|_| created)
+                            .zip(node.value.as_ref());
                         if let Some((id, value)) = request {
                             let (client, docker) = (client.clone(), docker.clone());
-                            tokio::spawn(journal::answer(client, docker, id.to_owned(), value));
+                            tokio::spawn(journal::answer(
+                                client,
+                                docker,
+                                id.to_owned(),
+                                value.clone(),
+                            ));
                         }
                     }
                     Ok(WatchEvent::Resync { .. }) => wake.notify_one(),

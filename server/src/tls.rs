@@ -108,20 +108,13 @@ impl CertFiles {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Pair {
-                cert: self.cert.clone(),
-                key: self.key.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| self.unusable(&e))?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
             Some(path) => {
                 let what = "--peer-trusted-ca-file";
-                let ca = api::tls::TrustedCa::load(path).map_err(|e| TlsError::Invalid {
-                    what,
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                let ca = api::tls::TrustedCa::load(path)
+                    .map_err(|e| invalid(what, path, e.to_string()))?;
                 let verifier = WebPkiClientVerifier::builder_with_provider(ca.roots(), provider)
                     .build()
                     .map_err(|e| invalid(what, path, e.to_string()))?;
@@ -130,28 +123,27 @@ impl CertFiles {
         };
         let mut config = builder
             .with_single_cert(chain, key)
-            .map_err(|e| TlsError::Pair {
-                cert: self.cert.clone(),
-                key: self.key.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| self.unusable(&e))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
-}
 
-impl CertFiles {
     /// The pair as the identity an HTTP client presents (mutual TLS).
     pub fn identity(&self) -> Result<reqwest::Identity, TlsError> {
         let (cert_flag, key_flag) = self.flags;
         let mut pem = read(cert_flag, &self.cert)?;
         pem.push(b'\n');
         pem.extend(read(key_flag, &self.key)?);
-        reqwest::Identity::from_pem(&pem).map_err(|e| TlsError::Pair {
+        reqwest::Identity::from_pem(&pem).map_err(|e| self.unusable(&e))
+    }
+
+    /// The pair refused by rustls or reqwest, with what they said.
+    fn unusable(&self, e: &dyn std::error::Error) -> TlsError {
+        TlsError::Pair {
             cert: self.cert.clone(),
             key: self.key.clone(),
             reason: e.to_string(),
-        })
+        }
     }
 }
 

@@ -73,6 +73,29 @@ async fn api_write(
     Ok(())
 }
 
+/// Makes channel `stable` with `policy`, then checks `machine` in on it,
+/// updating from 1.0.0 to 1.1.0 in update state `state`.
+async fn stable_with_check_in(
+    http: &reqwest::Client,
+    base: &str,
+    policy: Value,
+    machine: &str,
+    state: &str,
+) -> Result<()> {
+    let channel = "/api/v1/updates/channels/stable";
+    api_write(http, Method::PUT, base, channel, &policy).await?;
+    let check_in = json!({"machine_id": machine, "channel": "stable", "version": "1.0.0",
+                          "state": state, "target": "1.1.0"});
+    api_write(
+        http,
+        Method::POST,
+        base,
+        "/api/v1/updates/checkin",
+        &check_in,
+    )
+    .await
+}
+
 /// Calls a dashboard server function with a form; its status and body.
 async fn server_fn(
     http: &reqwest::Client,
@@ -276,21 +299,12 @@ async fn topology_shows_rebooting_and_lost_machines() -> Result<()> {
         &json!({"id": "reboot-m1", "hostname": "reboot-host", "cpu_millis": 1000, "memory_mb": 512}),
     )
     .await?;
-    api_write(
+    stable_with_check_in(
         &http,
-        Method::PUT,
         &base,
-        "/api/v1/updates/channels/stable",
-        &json!({"max_reboots": 1}),
-    )
-    .await?;
-    api_write(
-        &http,
-        Method::POST,
-        &base,
-        "/api/v1/updates/checkin",
-        &json!({"machine_id": "reboot-m1", "channel": "stable", "version": "1.0.0",
-                      "state": "rebooting", "target": "1.1.0"}),
+        json!({"max_reboots": 1}),
+        "reboot-m1",
+        "rebooting",
     )
     .await?;
 
@@ -358,23 +372,8 @@ async fn views_and_actions_go_through_the_api() -> Result<()> {
         .build()?;
 
     eprintln!("--- Updates: a channel, a machine's check-in, a reboot-lock holder");
-    api_write(
-        &http,
-        Method::PUT,
-        &base,
-        "/api/v1/updates/channels/stable",
-        &json!({"max_reboots": 2, "canaries": 1, "windows": ["Mon..Fri 04:00 2h"]}),
-    )
-    .await?;
-    api_write(
-        &http,
-        Method::POST,
-        &base,
-        "/api/v1/updates/checkin",
-        &json!({"machine_id": "upd-m1", "channel": "stable", "version": "1.0.0",
-                      "state": "downloading", "target": "1.1.0"}),
-    )
-    .await?;
+    let policy = json!({"max_reboots": 2, "canaries": 1, "windows": ["Mon..Fri 04:00 2h"]});
+    stable_with_check_in(&http, &base, policy, "upd-m1", "downloading").await?;
     api_write(
         &http,
         Method::POST,

@@ -73,6 +73,7 @@ fn body(o: Overview) -> AnyView {
         .into_iter()
         .map(|m| {
             let class = format!("member {}", m.role);
+            let health = m.health(o.commit);
             view! {
                 <tr class=class>
                     <td class="name">{m.name}</td>
@@ -81,7 +82,7 @@ fn body(o: Overview) -> AnyView {
                     <td>{or_dash(m.term)}</td>
                     <td>{or_dash(m.applied)}</td>
                     <td>{or_dash(m.matched)}</td>
-                    <td class="health">{m.health}</td>
+                    <td class="health">{health}</td>
                     <td>{m.client_url}</td>
                 </tr>
             }

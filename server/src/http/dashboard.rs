@@ -51,8 +51,6 @@ const PEER_STATS_TIMEOUT: Duration = Duration::from_millis(800);
 const BODY_LIMIT: usize = 64 << 20;
 /// How many update history entries the Updates page shows.
 const UPDATE_HISTORY: usize = 50;
-/// How far (in log entries) behind the commit index a member is shown `behind`.
-const BEHIND: u64 = 1000;
 /// How many cluster events the Events page shows.
 const EVENT_HISTORY: usize = 200;
 /// What a key keeps unescaped in a `/v2/keys` path: its slashes and the usual safe characters.
@@ -197,15 +195,12 @@ impl Source {
             Some(l) => self.leader_stats(l).await,
             None => None,
         };
-        let mut members: Vec<MemberRow> = list
+        let members: Vec<MemberRow> = list
             .iter()
             .zip(&all_stats)
             .map(|(m, s)| member_row(m, s.as_ref(), replication.as_ref()))
             .collect();
         let commit = replication.as_ref().map(|_| quorum_index(&members));
-        for m in &mut members {
-            m.health = health(m, commit);
-        }
         let view = self.fleet();
         let (instances_desired, instances_running) = launched_instances(&view);
         let held = locks::list(State(self.member.clone())).await.0.locks;
@@ -230,20 +225,22 @@ impl Source {
         })
     }
 
+    /// Every machine's last check-in, as `/api/v1/updates/machines` lists them.
+    async fn check_ins(&self) -> Result<Vec<MachineUpdate>, String> {
+        let query = updates::MachinesQuery { channel: None };
+        json_of(updates::machines(State(self.updates.clone()), Ok(Query(query))).await).await
+    }
+
     /// Every channel, and every machine's last check-in, as `/api/v1/updates` lists them.
     async fn channels_and_machines(&self) -> Result<(Vec<Channel>, Vec<MachineUpdate>), String> {
-        let u = || State(self.updates.clone());
-        let channels = json_of(updates::channels(u()).await).await?;
-        let query = updates::MachinesQuery { channel: None };
-        let machines = json_of(updates::machines(u(), Ok(Query(query))).await).await?;
-        Ok((channels, machines))
+        let channels = json_of(updates::channels(State(self.updates.clone())).await).await?;
+        Ok((channels, self.check_ins().await?))
     }
 
     async fn read_machines(&self) -> Result<Vec<MachineCard>, String> {
-        let query = updates::MachinesQuery { channel: None };
-        let progress: Vec<MachineUpdate> =
-            json_of(updates::machines(State(self.updates.clone()), Ok(Query(query))).await).await?;
-        let updating: HashMap<String, UpdateState> = progress
+        let updating: HashMap<String, UpdateState> = self
+            .check_ins()
+            .await?
             .into_iter()
             .map(|m| (m.machine_id, m.state))
             .collect();
@@ -671,7 +668,6 @@ fn member_row(m: &WireMember, stats: Option<&Value>, replication: Option<&Value>
         term: stats.and_then(|s| s["term"].as_u64()),
         applied,
         matched,
-        health: String::new(),
     }
 }
 
@@ -683,21 +679,6 @@ fn machine_state(draining: bool, update: Option<UpdateState>) -> &'static str {
         Some(UpdateState::Draining) => "draining",
         Some(UpdateState::Rebooting) => "rebooting",
         _ => "up",
-    }
-}
-
-/// A member's health in words: `unreachable` when its stats did not answer,
-/// `behind by N` when the leader knows it holds more than [`BEHIND`] entries
-/// less than the commit index, else `healthy`.
-fn health(m: &MemberRow, commit: Option<u64>) -> String {
-    if m.role == "unreachable" {
-        return m.role.clone();
-    }
-    match (commit, m.matched) {
-        (Some(c), Some(held)) if c.saturating_sub(held) > BEHIND => {
-            format!("behind by {}", c - held)
-        }
-        _ => "healthy".into(),
     }
 }
 
@@ -794,7 +775,6 @@ mod tests {
             term: Some(1),
             applied: None,
             matched,
-            health: String::new(),
         }
     }
 
@@ -804,16 +784,6 @@ mod tests {
         assert_eq!(quorum_index(&[row(Some(9)), row(Some(5)), row(None)]), 5);
         let five = [Some(10), Some(9), Some(3), Some(2), None].map(row);
         assert_eq!(quorum_index(&five), 3);
-    }
-
-    #[test]
-    fn health_says_unreachable_behind_or_healthy() {
-        let mut gone = row(None);
-        gone.role = "unreachable".into();
-        assert_eq!(health(&gone, Some(5000)), "unreachable");
-        assert_eq!(health(&row(Some(3000)), Some(5000)), "behind by 2000");
-        assert_eq!(health(&row(Some(4500)), Some(5000)), "healthy");
-        assert_eq!(health(&row(None), None), "healthy");
     }
 
     fn checked_in(channel: &str, version: &str, state: UpdateState) -> MachineUpdate {

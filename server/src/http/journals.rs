@@ -13,7 +13,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
-use rand::RngCore as _;
 use tokio::sync::oneshot;
 
 use super::api_error;
@@ -23,7 +22,8 @@ use crate::member::Member;
 
 /// How long the agent may take to answer a journal request.
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
-/// TTL of a request key: an agent that sees it later than this never answers.
+/// TTL of a request key, which is never deleted otherwise: an agent that sees
+/// it later than this never answers.
 const REQUEST_TTL_SECS: u64 = 30;
 
 /// Query of `GET /api/v1/units/{name}/journal`.
@@ -89,9 +89,7 @@ pub async fn journal(
     let Some(reply_to) = member.client_urls.first().cloned() else {
         return unreachable("this member has no client URL for the agent to answer on".into());
     };
-    let mut raw = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    let id = hex::encode(raw);
+    let id = crate::auth::new_secret();
     let mut pending = member.journals.wait(&id, &machine);
     let request = JournalRequest {
         instance: instance.clone(),
@@ -101,7 +99,7 @@ pub async fn journal(
     };
     let key = format!("{JOURNALS_DIR}/{machine}/{id}");
     let op = Op::Put {
-        key: key.clone(),
+        key,
         value: serde_json::to_string(&request).ok(),
         ttl: Some(REQUEST_TTL_SECS),
         refresh: false,
@@ -114,20 +112,8 @@ pub async fn journal(
             e.to_string(),
         );
     }
-    let answer = tokio::time::timeout(ANSWER_WAIT, pending.answer()).await;
-    // The request is taken (or given up): its key has done its job.
-    let remover = member.clone();
-    tokio::spawn(async move {
-        let op = Op::Delete {
-            key,
-            dir: false,
-            recursive: false,
-            cond: Precondition::default(),
-        };
-        // Err: it expires by its TTL instead.
-        let _ = remover.write(op).await;
-    });
-    match answer {
+    // The request key expires by its TTL: no second write to remove it.
+    match tokio::time::timeout(ANSWER_WAIT, pending.answer()).await {
         Ok(Some(Answer::Logs { body, done })) => {
             // `done` lives as long as the client reads: its drop ends the agent's post.
             let logs = body.into_data_stream().map(move |chunk| {

@@ -184,20 +184,13 @@ impl KeySpace {
 
     /// The direct, visible children of a directory, in key order.
     pub fn children(&self, dir: &str) -> Vec<(String, Entry)> {
-        self.each_child(dir)
-            .map(|(k, e)| (k.to_owned(), e.clone()))
-            .collect()
-    }
-
-    /// The direct, visible children of a directory, in key order, borrowed.
-    pub fn each_child(&self, dir: &str) -> impl Iterator<Item = (&str, &Entry)> {
         let prefix = path::child_prefix(dir);
-        let len = prefix.len();
         self.nodes
             .range(prefix.clone()..)
-            .take_while(move |(k, _)| k.starts_with(&prefix))
-            .filter(move |(k, _)| !k[len..].contains('/') && !path::is_hidden(k))
-            .map(|(k, e)| (k.as_str(), e))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k[prefix.len()..].contains('/') && !path::is_hidden(k))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect()
     }
 
     /// Applies one replicated command. Successful writes advance the index by
